@@ -1,0 +1,17 @@
+"""The ``rlhf`` command line (typer): ``rlhf control ...``, ``rlhf rank ...``."""
+
+from __future__ import annotations
+
+import typer
+
+from rlhfkit.cli.control import app as control_app
+from rlhfkit.cli.rank import app as rank_app
+
+app = typer.Typer(no_args_is_help=True, help="rlhfkit: reinforcement learning from human feedback.")
+app.add_typer(control_app, name="control", help="Deep RL from preferences on gymnasium tasks.")
+app.add_typer(rank_app, name="rank", help="Rank items (players, teams, models) from comparisons.")
+
+
+def main() -> None:
+    """Entry point of the ``rlhf`` command."""
+    app()
