@@ -1,0 +1,140 @@
+"""Run configuration of the preference-based RL loop, with per-environment presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rlhfkit.control.envs import CARTPOLE_COS_ID, check_env_id
+from rlhfkit.control.ppo import PPOConfig
+from rlhfkit.feedback.teachers import TEACHERS
+from rlhfkit.reward.ensemble import RewardConfig
+
+__all__ = ["PRESETS", "TrainConfig", "config_from_dict", "make_config"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run of Deep RL from human preferences needs (Christiano et al. 2017)."""
+
+    env_id: str = "Pendulum-v1"
+    """gymnasium environment id."""
+    total_steps: int = 50_000
+    """Env-step budget, the initial random-policy rollouts included."""
+    total_labels: int = 200
+    """Label budget (comparisons asked of the teacher)."""
+    initial_label_frac: float = 0.25
+    """Fraction of the label budget asked before any policy training, on rollouts of the
+    initial (random) policy; the paper front-loads 25%."""
+    fragment_length: int = 50
+    """Steps per trajectory fragment."""
+    query_selection: Literal["random", "disagreement"] = "disagreement"
+    """How queries are picked among candidates (§2.2.4)."""
+    oversample: int = 10
+    """Candidates per query for disagreement selection; the paper samples 10×."""
+    teacher: str = "oracle"
+    """Synthetic teacher kind (B-Pref): oracle, stochastic, mistake, skip, equal, myopic."""
+    seed: int = 0
+    """Seed of everything: envs, networks, teacher, query sampling."""
+    horizon: int | None = None
+    """Fixed episode length (no early termination, §3.1), or None for the env's own limit."""
+    label_decay_steps: int | None = None
+    """``T₀`` of the label rate ∝ T₀ / (T + T₀) after the initial batch; None: total_steps / 4."""
+    reward_epochs_initial: int = 200
+    """Max epochs of the first reward-model fit (early stopping decides)."""
+    reward_epochs: int = 50
+    """Max epochs of each later (warm-started) fit."""
+    eval_episodes: int = 10
+    """Episodes of the final evaluation of the deterministic policy on the true reward."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    @property
+    def initial_labels(self) -> int:
+        """Labels asked before policy training: ``round(initial_label_frac · total_labels)``, ≥ 1."""
+        return max(1, round(self.initial_label_frac * self.total_labels))
+
+    @property
+    def rollout_steps(self) -> int:
+        """Env steps per iteration: ``n_envs · n_steps``."""
+        return self.ppo.n_envs * self.ppo.n_steps
+
+    def validate(self) -> None:
+        """Check the budgets and names before any work starts.
+
+        Raises:
+            ValueError: naming the offending field and what was expected.
+        """
+        check_env_id(self.env_id)
+        if self.total_steps <= 0:
+            raise ValueError(f"total_steps (--steps) must be positive, got {self.total_steps}")
+        if self.total_labels <= 0:
+            raise ValueError(f"total_labels (--labels) must be positive, got {self.total_labels}")
+        if not 0.0 < self.initial_label_frac <= 1.0:
+            raise ValueError(f"initial_label_frac must be in (0, 1], got {self.initial_label_frac}")
+        if self.total_labels < self.initial_labels:
+            raise ValueError(
+                f"total_labels={self.total_labels} is smaller than the initial batch of {self.initial_labels} labels"
+            )
+        if self.initial_labels < 2:
+            raise ValueError(
+                f"the initial batch would hold {self.initial_labels} label(s) "
+                f"({self.initial_label_frac:.0%} of --labels {self.total_labels}); the reward model needs at least 2: "
+                "raise --labels or initial_label_frac"
+            )
+        if self.total_steps < 2 * self.rollout_steps:
+            raise ValueError(
+                f"total_steps={self.total_steps} is less than two rollouts of {self.rollout_steps} steps "
+                f"(n_envs={self.ppo.n_envs} × n_steps={self.ppo.n_steps}); nothing would be trained"
+            )
+        if self.teacher not in TEACHERS and self.teacher != "human":
+            raise ValueError(f"unknown teacher {self.teacher!r}; choose one of {', '.join(TEACHERS)}")
+        if self.fragment_length < 1 or self.fragment_length > self.ppo.n_steps:
+            raise ValueError(f"fragment_length must be in [1, n_steps={self.ppo.n_steps}], got {self.fragment_length}")
+        if self.horizon is not None and self.horizon < self.fragment_length:
+            raise ValueError(f"horizon {self.horizon} is shorter than fragment_length {self.fragment_length}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # imitation's tuned Pendulum setting for its PPO (n_steps 2048 over 8 envs, lr 2e-3, γ 0.97,
+    # clip 0.1, entropy 0.01, 32×32 nets), which is also what works here.
+    "Pendulum-v1": {
+        "fragment_length": 50,
+        "ppo": PPOConfig(n_envs=8, n_steps=256, batch_size=64, n_epochs=10, lr=2e-3, gamma=0.97, gae_lambda=0.95,
+                         clip_range=0.1, ent_coef=0.01, hidden_sizes=(32, 32)),
+    },
+    CARTPOLE_COS_ID: {
+        "fragment_length": 25,
+        "ppo": PPOConfig(n_envs=8, n_steps=256, batch_size=256, n_epochs=10, lr=1e-3, gamma=0.99, gae_lambda=0.95,
+                         clip_range=0.2, ent_coef=0.0),
+    },
+    "HalfCheetah-v5": {"fragment_length": 50, "ppo": PPOConfig(n_envs=4, n_steps=512)},
+    "Hopper-v5": {"fragment_length": 50, "horizon": 1000, "ppo": PPOConfig(n_envs=4, n_steps=512)},
+}
+"""Per-environment defaults; anything not listed comes from :class:`TrainConfig`."""
+
+
+def make_config(env_id: str, **overrides: Any) -> TrainConfig:
+    """The preset for ``env_id`` with ``overrides`` (None values are ignored) applied on top."""
+    base: dict[str, Any] = {"env_id": env_id, **PRESETS.get(env_id, {})}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**base)
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Rebuild a :class:`TrainConfig` from :meth:`TrainConfig.to_dict` output (e.g. config.json)."""
+    d = dict(d)
+    pp, rw = d.pop("ppo", None), d.pop("reward", None)
+    ppo = PPOConfig(**{**pp, "hidden_sizes": tuple(pp["hidden_sizes"])}) if pp else PPOConfig()
+    reward = RewardConfig(**{**rw, "hidden_sizes": tuple(rw["hidden_sizes"])}) if rw else RewardConfig()
+    return TrainConfig(**d, ppo=ppo, reward=reward)
+
+
+def save_config(config: TrainConfig, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(config.to_dict(), f, indent=2)

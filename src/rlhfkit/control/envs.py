@@ -1,0 +1,135 @@
+"""Environments and wrappers for learning from preferences on gymnasium tasks.
+
+- :class:`CartPoleCosEnv` (registered as ``rlhfkit/CartPoleCos-v0``): CartPole whose true reward
+  is ``cos θ`` of the pole angle, with no early termination and a fixed 200-step horizon — the
+  course workshop's variant. Plain ``CartPole-v1`` pays +1 every step, so every pair of
+  fixed-length fragments would tie.
+- :class:`FixedHorizon`: removes early termination (Christiano et al. 2017, §3.1: variable-length
+  episodes leak reward information, e.g. "the episode ended, so it was bad"). After the inner
+  env terminates, the episode continues in an absorbing state: the last observation repeats and
+  the true reward is 0 until the horizon.
+- :func:`make_vec_env`: a gymnasium vector env in ``SAME_STEP`` autoreset mode, so no step ever
+  straddles two episodes (the returned observation after an episode end is the reset one, the
+  true final observation is in ``info["final_obs"]``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+__all__ = ["CARTPOLE_COS_ID", "CartPoleCosEnv", "FixedHorizon", "check_env_id", "make_env", "make_vec_env"]
+
+CARTPOLE_COS_ID = "rlhfkit/CartPoleCos-v0"
+
+
+class CartPoleCosEnv(CartPoleEnv):
+    """CartPole with true reward ``cos θ`` per step and no termination (use a 200-step limit).
+
+    The observation is CartPole's ``(x, ẋ, θ, θ̇)``; the bounds of the observation space are
+    infinite because the cart and the pole may leave CartPole's usual limits.
+    """
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__(render_mode=render_mode)
+        high = np.full(4, np.inf, dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, _, _, truncated, info = super().step(action)
+        self.steps_beyond_terminated = None  # no termination: never warn about stepping past it
+        return obs, float(math.cos(float(self.state[2]))), False, truncated, info
+
+
+def _register() -> None:
+    if CARTPOLE_COS_ID not in gym.registry:
+        gym.register(CARTPOLE_COS_ID, entry_point=CartPoleCosEnv, max_episode_steps=200)
+
+
+_register()
+
+
+class FixedHorizon(gym.Wrapper):
+    """Make every episode last exactly ``horizon`` steps (Christiano et al. 2017, §3.1).
+
+    When the wrapped env terminates, the wrapper stops stepping it and repeats the last
+    observation with true reward 0 (an absorbing state) until ``horizon`` steps have passed;
+    ``info["absorbing"]`` is True on those steps. ``terminated`` is never True; ``truncated`` is
+    True exactly at step ``horizon``.
+
+    Raises:
+        ValueError: if ``horizon < 1``.
+    """
+
+    def __init__(self, env: gym.Env, horizon: int) -> None:
+        super().__init__(env)
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.horizon = horizon
+        self._t = 0
+        self._absorbed: np.ndarray | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        self._t, self._absorbed = 0, None
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self._t += 1
+        if self._absorbed is not None:
+            obs, reward, info = self._absorbed, 0.0, {"absorbing": True}
+        else:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            if terminated:
+                self._absorbed = obs
+        return obs, float(reward), False, self._t >= self.horizon, info
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a clear error if ``env_id`` is not a registered gymnasium environment.
+
+    Raises:
+        ValueError: naming the unknown id and a few close registered ids.
+    """
+    if env_id not in gym.registry:
+        import difflib
+
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown environment id {env_id!r}.{hint}")
+
+
+def make_env(env_id: str, *, horizon: int | None = None, render_mode: str | None = None) -> gym.Env:
+    """One env; with ``horizon`` wrapped in :class:`FixedHorizon` instead of its own time limit."""
+    check_env_id(env_id)
+    env = gym.make(env_id, render_mode=render_mode)
+    if horizon is None:
+        return env
+    return FixedHorizon(env.unwrapped, horizon)  # drop the env's own TimeLimit
+
+
+def make_vec_env(env_id: str, num_envs: int, *, seed: int, horizon: int | None = None) -> gym.vector.VectorEnv:
+    """A synchronous vector env in ``SAME_STEP`` autoreset mode, seeded ``seed, seed+1, ...``.
+
+    Args:
+        env_id: gymnasium id, e.g. ``Pendulum-v1`` or :data:`CARTPOLE_COS_ID`.
+        num_envs: number of parallel copies ``N``.
+        seed: base seed.
+        horizon: fixed episode length (:class:`FixedHorizon`), or None for the env's own limits.
+
+    Raises:
+        ValueError: for an unknown env id or ``num_envs < 1``.
+    """
+    check_env_id(env_id)
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: make_env(env_id, horizon=horizon) for _ in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    envs.reset(seed=seed)
+    envs.action_space.seed(seed)
+    return envs

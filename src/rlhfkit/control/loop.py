@@ -1,0 +1,238 @@
+"""Deep RL from human preferences (Christiano et al. 2017), the training loop.
+
+Reads like the paper's algorithm (§2.2): the policy acts, fragments are cut from its
+trajectories, the most uncertain pairs go to the teacher, the reward ensemble is fitted to the
+answers with the Bradley-Terry loss, and PPO optimises the learned reward. The true reward is
+only seen by the synthetic teacher and by evaluation, never by the agent or the reward model.
+
+::
+
+    rollouts of the initial policy → first labels (initial_label_frac of the budget) → fit r̂
+    repeat until the step budget is spent:
+        collect a rollout with r̂ as the reward     (LearnedReward wrapper)
+        PPO update on it
+        ask the teacher about the most uncertain fragment pairs (label rate ∝ T₀/(T+T₀))
+        refit r̂ (warm start, early stopping), renormalise it on this rollout
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhfkit.control.checkpoint import RunDir, load_comparisons, save_comparisons
+from rlhfkit.control.config import TrainConfig, config_from_dict, save_config
+from rlhfkit.control.envs import make_env, make_vec_env
+from rlhfkit.control.ppo import PPOAgent, Rollout
+from rlhfkit.control.queries import select_queries
+from rlhfkit.control.wrappers import LearnedReward
+from rlhfkit.feedback.records import Comparison
+from rlhfkit.feedback.teachers import Teacher, make_teacher
+from rlhfkit.reward.ensemble import RewardEnsemble, fit_reward_ensemble
+
+__all__ = ["RunResult", "label_schedule", "train", "train_baseline"]
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports."""
+
+    out: str
+    eval_returns: list[float]
+    labels: int
+    env_steps: int
+    wall_s: float
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.eval_returns))
+
+
+def label_schedule(config: TrainConfig, n_iterations: int) -> list[int]:
+    """Labels to ask at each iteration after the initial batch; sums to the rest of the budget.
+
+    The rate decays as ``T₀ / (T + T₀)`` in the env steps ``T`` done (Christiano et al. 2017,
+    §2.2.4 / App. A); rounding is carried over so the total is exact.
+    """
+    rest = config.total_labels - config.initial_labels
+    if n_iterations <= 0 or rest <= 0:
+        return [0] * max(n_iterations, 0)
+    t0 = config.label_decay_steps or max(config.total_steps // 4, 1)
+    steps = config.rollout_steps * (1 + np.arange(n_iterations))
+    w = t0 / (steps + t0)
+    cum = np.round(np.cumsum(w / w.sum()) * rest).astype(int)
+    return np.diff(np.concatenate([[0], cum])).tolist()
+
+
+def _features(model: RewardEnsemble, rollout: Rollout) -> torch.Tensor:
+    obs = torch.as_tensor(rollout.obs.reshape(-1, rollout.obs.shape[-1]), dtype=torch.float32)
+    acts = torch.as_tensor(rollout.env_actions.reshape(obs.shape[0], *rollout.env_actions.shape[2:]))
+    return model.features(obs, acts)
+
+
+def _fit(model: RewardEnsemble, comparisons: list[Comparison], rollout: Rollout, seed: int, epochs: int) -> dict:
+    metrics = fit_reward_ensemble(model, comparisons, seed=seed, max_epochs=epochs)
+    model.normalize_outputs(_features(model, rollout))
+    return metrics
+
+
+def _ask(teacher: Teacher, pairs: list, comparisons: list[Comparison]) -> None:
+    for (left, right), outcome in zip(pairs, teacher.label(pairs)):
+        comparisons.append(Comparison(left, right, outcome, teacher.name))
+
+
+def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teacher | None = None,
+          on_iteration: Callback | None = None) -> RunResult:
+    """Run the loop of the module docstring and write a run directory ``out``.
+
+    Args:
+        config: the run's configuration (ignored on resume: the saved one is used).
+        out: run directory (created).
+        resume: continue the run saved in ``out``.
+        teacher: who answers queries; default a synthetic teacher of ``config.teacher``.
+        on_iteration: called with each iteration's metrics (for progress display).
+
+    Returns:
+        :class:`RunResult` with the final evaluation on the true reward.
+
+    Raises:
+        ValueError: for a bad config, or ``resume`` on a directory that is not a run.
+    """
+    run = RunDir(out)
+    if resume:
+        if not run.is_run():
+            raise ValueError(f"--resume: {out} is not a run directory (no config.json and checkpoint/state.json)")
+        import json
+
+        config = config_from_dict(json.loads(run.config_path.read_text()))
+    config.validate()
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        save_config(config, str(run.config_path))
+        run.metrics_path.unlink(missing_ok=True)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    cfg = config.ppo
+
+    envs = make_vec_env(config.env_id, cfg.n_envs, seed=config.seed, horizon=config.horizon)
+    obs_dim = envs.single_observation_space.shape[0]
+    agent = PPOAgent(envs.single_observation_space, envs.single_action_space, cfg, seed=config.seed)
+    discrete = agent.discrete
+    model = RewardEnsemble(obs_dim, agent.act_dim, discrete, config.reward)
+    envs = LearnedReward(envs, lambda o, a: model.reward(torch.as_tensor(o, dtype=torch.float32),
+                                                        torch.as_tensor(a)).numpy())
+    n_iterations = max((config.total_steps - config.rollout_steps) // config.rollout_steps, 0)
+    schedule = label_schedule(config, n_iterations)
+    start = time.perf_counter()
+
+    obs, _ = envs.reset(seed=config.seed)
+    if resume:
+        state = run.load(agent=agent, reward=model, optimizers={"agent": agent.optimizer})
+        comparisons = load_comparisons(run.comparisons_path)
+        first_iteration, env_steps, wall_before = state["iteration"] + 1, state["env_steps"], state["wall_s"]
+        rollout, obs = agent.collect(envs, obs)  # fresh rollout after the restart (not counted)
+    else:
+        comparisons = []
+        # 1. rollouts of the initial policy, the first batch of labels, the first fit
+        rollout, obs = agent.collect(envs, obs)
+        env_steps, wall_before, first_iteration = rollout.n_transitions, 0.0, 0
+        model.set_input_stats(_features(model, rollout))
+        if teacher is None:
+            scale = float(np.mean(np.abs(rollout.true_rewards))) * config.fragment_length
+            teacher = make_teacher(config.teacher, seed=config.seed, return_scale=max(scale, 1e-6))
+        pairs = select_queries(rollout, config.initial_labels, model=model, fragment_length=config.fragment_length,
+                               method="random", rng=rng)
+        _ask(teacher, pairs, comparisons)
+        save_comparisons(run.comparisons_path, comparisons)
+        fit = _fit(model, comparisons, rollout, config.seed, config.reward_epochs_initial)
+        record = {"iteration": -1, "env_steps": env_steps, "labels": len(comparisons),
+                  "true_return": float(np.mean(rollout.episode_true_returns or [np.nan])),
+                  "wall_s": time.perf_counter() - start, **fit}
+        run.log(record)
+        if on_iteration:
+            on_iteration(record)
+    if teacher is None:
+        scale = float(np.mean(np.abs(rollout.true_rewards))) * config.fragment_length
+        teacher = make_teacher(config.teacher, seed=config.seed + 1, return_scale=max(scale, 1e-6))
+
+    # 2. the loop
+    for it in range(first_iteration, n_iterations):
+        t_it = time.perf_counter()
+        rollout, obs = agent.collect(envs, obs)
+        env_steps += rollout.n_transitions
+        ppo_metrics = agent.update(rollout, progress=it / max(n_iterations, 1))
+        n_new = schedule[it]
+        fit: dict[str, float] = {}
+        if n_new > 0:
+            pairs = select_queries(rollout, n_new, model=model, fragment_length=config.fragment_length,
+                                   method=config.query_selection, oversample=config.oversample, rng=rng)
+            _ask(teacher, pairs, comparisons)
+            save_comparisons(run.comparisons_path, comparisons)
+            fit = _fit(model, comparisons, rollout, config.seed + it + 1, config.reward_epochs)
+        wall = wall_before + time.perf_counter() - start
+        record = {
+            "iteration": it, "env_steps": env_steps, "labels": len(comparisons),
+            "true_return": float(np.mean(rollout.episode_true_returns)) if rollout.episode_true_returns else None,
+            "learned_return": float(np.mean(rollout.episode_returns)) if rollout.episode_returns else None,
+            "steps_per_s": rollout.n_transitions / (time.perf_counter() - t_it),
+            "wall_s": wall, **fit, **ppo_metrics,
+        }
+        run.log(record)
+        run.save(agent=agent, reward=model, optimizers={"agent": agent.optimizer},
+                 state={"iteration": it, "env_steps": env_steps, "wall_s": wall, "labels": len(comparisons)})
+        if on_iteration:
+            on_iteration(record)
+    envs.close()
+    return _finish(run, config, agent, env_steps, len(comparisons), wall_before + time.perf_counter() - start)
+
+
+def _finish(run: RunDir, config: TrainConfig, agent: PPOAgent, env_steps: int, labels: int, wall: float) -> RunResult:
+    eval_env = make_env(config.env_id, horizon=config.horizon)
+    returns = agent.evaluate(eval_env, config.eval_episodes, seed=1_000_000 + 1000 * config.seed)
+    eval_env.close()
+    import json
+
+    summary = {"env_id": config.env_id, "labels": labels, "env_steps": env_steps, "wall_s": wall,
+               "eval_returns": returns, "mean_true_return": float(np.mean(returns)),
+               "std_true_return": float(np.std(returns))}
+    (run.path / "summary.json").write_text(json.dumps(summary, indent=1))
+    return RunResult(str(run.path), returns, labels, env_steps, wall)
+
+
+def train_baseline(config: TrainConfig, out: str, *, on_iteration: Callback | None = None) -> RunResult:
+    """PPO on the **true** reward with the same PPO settings and step budget: the reference curve.
+
+    Writes the same run-directory layout as :func:`train` (no labels, no reward model).
+    """
+    config.validate()
+    run = RunDir(out)
+    run.path.mkdir(parents=True, exist_ok=True)
+    save_config(config, str(run.config_path))
+    run.metrics_path.unlink(missing_ok=True)
+    torch.manual_seed(config.seed)
+    envs = make_vec_env(config.env_id, config.ppo.n_envs, seed=config.seed, horizon=config.horizon)
+    agent = PPOAgent(envs.single_observation_space, envs.single_action_space, config.ppo, seed=config.seed)
+    obs, _ = envs.reset(seed=config.seed)
+    n_iterations = config.total_steps // config.rollout_steps
+    start, env_steps = time.perf_counter(), 0
+    for it in range(n_iterations):
+        t_it = time.perf_counter()
+        rollout, obs = agent.collect(envs, obs)
+        env_steps += rollout.n_transitions
+        metrics = agent.update(rollout, progress=it / n_iterations)
+        record = {"iteration": it, "env_steps": env_steps, "labels": 0,
+                  "true_return": float(np.mean(rollout.episode_true_returns)) if rollout.episode_true_returns else None,
+                  "steps_per_s": rollout.n_transitions / (time.perf_counter() - t_it),
+                  "wall_s": time.perf_counter() - start, **metrics}
+        run.log(record)
+        if on_iteration:
+            on_iteration(record)
+    envs.close()
+    return _finish(run, config, agent, env_steps, 0, time.perf_counter() - start)
