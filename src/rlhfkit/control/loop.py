@@ -35,7 +35,7 @@ from rlhfkit.feedback.records import Comparison
 from rlhfkit.feedback.teachers import Teacher, make_teacher
 from rlhfkit.reward.ensemble import RewardEnsemble, fit_reward_ensemble
 
-__all__ = ["RunResult", "label_schedule", "train", "train_baseline"]
+__all__ = ["RunResult", "evaluate_run", "label_schedule", "load_agent", "train", "train_baseline"]
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -234,5 +234,39 @@ def train_baseline(config: TrainConfig, out: str, *, on_iteration: Callback | No
         run.log(record)
         if on_iteration:
             on_iteration(record)
+    run.save(agent=agent, reward=torch.nn.Module(), optimizers={"agent": agent.optimizer},
+             state={"iteration": n_iterations - 1, "env_steps": env_steps, "wall_s": time.perf_counter() - start,
+                    "labels": 0})
     envs.close()
     return _finish(run, config, agent, env_steps, 0, time.perf_counter() - start)
+
+
+def load_agent(out: str) -> tuple[TrainConfig, PPOAgent]:
+    """Rebuild the config and the trained agent of run directory ``out``.
+
+    Raises:
+        ValueError: if ``out`` is not a run directory.
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    run = RunDir(out)
+    if not run.is_run():
+        raise ValueError(f"{out} is not a run directory (no config.json and checkpoint/state.json)")
+    config = config_from_dict(json.loads(run.config_path.read_text()))
+    env = make_env(config.env_id, horizon=config.horizon)
+    agent = PPOAgent(env.observation_space, env.action_space, config.ppo, seed=config.seed)
+    env.close()
+    agent.load_state_dict(load_file(str(run.ckpt / "agent.safetensors")))
+    return config, agent
+
+
+def evaluate_run(out: str, episodes: int = 10, *, seed: int = 2_000_000, deterministic: bool = True) -> list[float]:
+    """True returns of ``episodes`` episodes of the saved agent of run ``out``."""
+    config, agent = load_agent(out)
+    env = make_env(config.env_id, horizon=config.horizon)
+    try:
+        return agent.evaluate(env, episodes, seed=seed, deterministic=deterministic)
+    finally:
+        env.close()
