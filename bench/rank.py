@@ -2,12 +2,13 @@
 
 1. ATP tennis, fit on 2022, evaluate on 2023 (Jeff Sackmann / Tennis Abstract data, CC BY-NC-SA
    4.0): log-loss, accuracy and seconds for
-   - ours: Bradley-Terry MAP with the ATP rank at match time as a covariate (prior mean of each
-     player's strength), a Gaussian prior on each player's own offset and recency weighting;
+   - ours: Bradley-Terry MAP with a covariate known at match time — the ATP rank or the ATP
+     ranking points, whichever validates better — as the prior mean of each player's strength,
+     a Gaussian prior on each player's own offset, and recency weighting;
    - ours, plain: the same without the covariate (names only, like choix);
    - choix ``ilsr_pairwise`` (alpha 0.01, unseen players at 0), run in bench/.venv-choix;
    - "the better-ranked player wins" (ATP ranking) — accuracy only.
-   Hyper-parameters (prior precision, half-life) are chosen on 2022 data only: fit on Jan–Jun
+   Hyper-parameters (covariate, prior precision, half-life) are chosen on 2022 data only: fit on Jan–Jun
    and on Jan–Sep 2022, validate on Jul–Dec and on Oct–Dec 2022, pooled log-loss. 2023 is used
    once, for the table. Both timed models run in a fresh process each (fit + predict; first call
    and median of the repeats), so neither pays nor hides the other's start-up.
@@ -24,6 +25,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import time
@@ -60,6 +62,7 @@ def _worker_ours(job: dict) -> dict:
 
     tr, te = job["train"], job["test"]
     feats = job["features"]
+    ratings = None
     seconds, probs = [], None
     for _ in range(job["repeats"]):
         t0 = time.perf_counter()
@@ -67,7 +70,7 @@ def _worker_ours(job: dict) -> dict:
             names=tuple(tr["names"]), left=np.array(tr["left"]), right=np.array(tr["right"]),
             outcome=np.zeros(len(tr["left"]), dtype=np.int64), time=np.array(tr["time"]),
             **({"features_left": np.array(tr["fl"]), "features_right": np.array(tr["fr"]),
-                "feature_names": ("neg_log_rank", "unranked")} if feats else {}),
+                "feature_names": tuple(tr["feature_names"])} if feats else {}),
         )
         ratings = fit_bradley_terry(comps, RankConfig(**job["config"]))
         kw = {"features_a": np.array(te["fl"]), "features_b": np.array(te["fr"])} if feats else {}
@@ -76,10 +79,16 @@ def _worker_ours(job: dict) -> dict:
     return {"probs": probs.tolist(), "seconds": seconds, "coef": ratings.coef.tolist()}
 
 
+# One BLAS / OpenMP thread for both: on a shared 2-core machine, numpy's threaded BLAS makes
+# choix 30× slower (3.7 s instead of 0.11 s), and rlhfkit.rank runs its fit on one thread.
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def _run_worker(python: Path, kind: str, job: dict) -> dict:
     out = subprocess.run(
         [str(python), str(Path(__file__).resolve()), "--worker", kind],
         input=json.dumps(job), capture_output=True, text=True, check=False,
+        env={**os.environ, **_ONE_THREAD},
     )
     if out.returncode != 0:
         raise SystemExit(f"{kind} worker failed:\n{out.stderr}")
@@ -136,62 +145,70 @@ def tennis(data_dir: Path, repeats: int) -> None:
     for p in paths.values():
         if not p.exists():
             raise SystemExit(f"{p} not found; pass --data DIR holding atp_matches_2022.csv and 2023.csv")
-    cols = dict(winner="winner_id", loser="loser_id", date="tourney_date", rank=("winner_rank", "loser_rank"))
-    train, test = read_comparisons(paths[2022], **cols), read_comparisons(paths[2023], **cols)
+    base = dict(winner="winner_id", loser="loser_id", date="tourney_date")
+    covariates = {"rank": ("winner_rank", "loser_rank"), "points": ("winner_rank_points", "loser_rank_points")}
+    train = {k: read_comparisons(paths[2022], **base, covariates=[c]) for k, c in covariates.items()}
+    test = {k: read_comparisons(paths[2023], **base, covariates=[c]) for k, c in covariates.items()}
+    plain = read_comparisons(paths[2022], **base)
     rows23 = list(csv.DictReader(open(paths[2023], newline="")))
-    strip = lambda c: type(c)(names=c.names, left=c.left, right=c.right, outcome=c.outcome, time=c.time)  # noqa: E731
-    test_a = [test.names[i] for i in test.left]
-    test_b = [test.names[i] for i in test.right]
-    unseen = np.array([not (a in set(train.names) and b in set(train.names)) for a, b in zip(test_a, test_b)])
+    any_test = next(iter(test.values()))
+    test_a = [any_test.names[i] for i in any_test.left]
+    test_b = [any_test.names[i] for i in any_test.right]
+    seen = set(plain.names)
+    unseen = np.array([not (a in seen and b in seen) for a, b in zip(test_a, test_b)])
 
     # --- hyper-parameters, on 2022 only --------------------------------------------------------
     splits = [(_days(20220701), "Jan–Jun → Jul–Dec"), (_days(20221001), "Jan–Sep → Oct–Dec")]
     grid = [(lam, hl) for lam in (0.1, 0.3, 1.0, 3.0, 10.0, 30.0) for hl in (None, 30.0, 60.0, 120.0, 240.0, 365.0)]
+    candidates = {"plain": [(None, lam, hl) for lam, hl in grid],
+                  "covariate": [(cov, lam, hl) for cov in covariates for lam, hl in grid]}
     chosen = {}
     t0 = time.perf_counter()
-    for feats in (True, False):
-        data = train if feats else strip(train)
+    for model, configs in candidates.items():
         scores = []
-        for lam, hl in grid:
+        for cov, lam, hl in configs:
+            data = plain if cov is None else train[cov]
             nll, n = 0.0, 0
             for cut, _ in splits:
                 fit_part, val = data.select(data.time < cut), data.select(data.time >= cut)
                 r = fit_bradley_terry(fit_part, RankConfig(prior_precision=lam, half_life=hl))
-                kw = {"features_a": val.features_left, "features_b": val.features_right} if feats else {}
+                kw = {"features_a": val.features_left, "features_b": val.features_right} if cov else {}
                 p = r.predict_proba([val.names[i] for i in val.left], [val.names[i] for i in val.right], **kw)
                 nll += -np.log(p).sum()
                 n += len(p)
             scores.append(nll / n)
-        best = int(np.argmin(scores))
-        chosen[feats] = grid[best]
-        ranked = sorted(range(len(grid)), key=scores.__getitem__)[:3]
-        print(f"validation (2022 only), {'with' if feats else 'without'} the ATP-rank covariate — best log-loss:")
-        for i in ranked:
-            print(f"    prior_precision={grid[i][0]:<5} half_life={str(grid[i][1]):<6} log-loss {scores[i]:.4f}")
-    print(f"    ({len(grid)} configs × {len(splits)} splits × 2 models in {time.perf_counter() - t0:.1f} s)\n")
+        chosen[model] = configs[int(np.argmin(scores))]
+        print(f"validation on 2022 only ({'; '.join(s for _, s in splits)}), {model} — best pooled log-loss:")
+        for i in sorted(range(len(configs)), key=scores.__getitem__)[:3]:
+            cov, lam, hl = configs[i]
+            print(f"    covariate={str(cov):<6} prior_precision={lam:<5} half_life={str(hl):<6} log-loss {scores[i]:.4f}")
+    n_fits = sum(len(c) for c in candidates.values()) * len(splits)
+    print(f"    ({n_fits} fits in {time.perf_counter() - t0:.1f} s)\n")
 
     # --- 2022 -> 2023, each model in a fresh process -------------------------------------------
     results = {}
-    for feats, label in ((True, "ours: BT + ATP-rank prior + recency"), (False, "ours: plain BT + recency")):
-        lam, hl = chosen[feats]
-        tr = train if feats else strip(train)
+    for model, label in (("covariate", "ours: BT + covariate prior + recency"), ("plain", "ours: plain BT + recency")):
+        cov, lam, hl = chosen[model]
+        tr = plain if cov is None else train[cov]
+        te = None if cov is None else test[cov]
         job = {
-            "repeats": repeats, "features": feats, "config": {"prior_precision": lam, "half_life": hl},
+            "repeats": repeats, "features": cov is not None, "config": {"prior_precision": lam, "half_life": hl},
             "train": {"names": list(tr.names), "left": tr.left.tolist(), "right": tr.right.tolist(),
-                      "time": tr.time.tolist(),
-                      "fl": tr.features_left.tolist() if feats else None,
-                      "fr": tr.features_right.tolist() if feats else None},
-            "test": {"a": test_a, "b": test_b, "fl": test.features_left.tolist(), "fr": test.features_right.tolist()},
+                      "time": tr.time.tolist(), "feature_names": list(tr.feature_names),
+                      "fl": tr.features_left.tolist() if cov else None,
+                      "fr": tr.features_right.tolist() if cov else None},
+            "test": {"a": test_a, "b": test_b, "fl": te.features_left.tolist() if cov else None,
+                     "fr": te.features_right.tolist() if cov else None},
         }
         res = _run_worker(Path(sys.executable), "ours", job)
-        results[label] = (np.array(res["probs"]), res["seconds"], f"λ={lam}, half-life={hl} d")
-        if feats:
-            coef = res["coef"]
+        results[label] = (np.array(res["probs"]), res["seconds"], f"{cov or 'no'} covariate, λ={lam}, half-life={hl} d")
+        if cov:
+            coef, coef_names = res["coef"], tr.feature_names
     if CHOIX_PY.exists():
-        index = {n: i for i, n in enumerate(train.names)}
+        index = {n: i for i, n in enumerate(plain.names)}
         job = {
-            "repeats": repeats, "alpha": 0.01, "n_items": len(train.names),
-            "train": [[int(w), int(l)] for w, l in zip(train.left, train.right)],
+            "repeats": repeats, "alpha": 0.01, "n_items": len(plain.names),
+            "train": [[int(w), int(l)] for w, l in zip(plain.left, plain.right)],
             "test_a": [index.get(a, -1) for a in test_a], "test_b": [index.get(b, -1) for b in test_b],
         }
         res = _run_worker(CHOIX_PY, "choix", job)
@@ -199,7 +216,7 @@ def tennis(data_dir: Path, repeats: int) -> None:
     else:
         print(f"(choix skipped: {CHOIX_PY} missing — run bash bench/peers/setup_choix.sh)\n")
 
-    print(f"ATP 2022 → 2023: {len(train)} training matches, {len(test)} test matches, "
+    print(f"ATP 2022 → 2023: {len(plain)} training matches, {len(test_a)} test matches, "
           f"{int(unseen.sum())} of them with a player unseen in 2022")
     head = f"{'model':<38} {'log-loss':>8} {'accuracy':>8} {'s first':>8} {'s median':>8}  {'unseen: ll / acc':>17}  settings"
     print(head)
@@ -210,8 +227,8 @@ def tennis(data_dir: Path, repeats: int) -> None:
         print(f"{label:<38} {ll:8.4f} {acc:8.4f} {secs[0]:8.3f} {float(np.median(secs)):8.3f}  "
               f"{ull:8.4f} / {uacc:.4f}  {note}")
     print(f"{'ATP ranking: better-ranked player wins':<38} {'—':>8} {_atp_heuristic(rows23):8.4f}")
-    print(f"\ncovariate coefficients (ours): {coef[0]:.3f} per unit of −log(rank); unranked {coef[1]:+.3f}")
-    label = "ours: BT + ATP-rank prior + recency"
+    print("\ncovariate coefficients (ours): " + ", ".join(f"{n} {c:+.3f}" for n, c in zip(coef_names, coef)))
+    label = "ours: BT + covariate prior + recency"
     print(f"\ncalibration, {label} (favourite's predicted win probability):")
     print(f"    {'bin':<11} {'n':>5} {'predicted':>9} {'observed':>9}")
     for name, n, pred, obs in _calibration(results[label][0]):

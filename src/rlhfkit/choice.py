@@ -59,6 +59,11 @@ def _check_pair(score_left: Tensor, score_right: Tensor, target: Tensor | None =
         )
 
 
+def _check_target(target: Tensor) -> None:
+    if torch.any((target < 0) | (target > 1)):
+        raise ValueError("target must lie in [0, 1] (1 = left preferred, 0 = right, 0.5 = tie)")
+
+
 def _check_noise(temperature: float, epsilon: float) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -143,8 +148,7 @@ def bradley_terry_nll(
     )
     if target is None:
         return -log_left
-    if torch.any((target < 0) | (target > 1)):
-        raise ValueError("target must lie in [0, 1] (1 = left preferred, 0 = right, 0.5 = tie)")
+    _check_target(target)
     target = target.to(log_left.dtype)
     return -(target * log_left + (1 - target) * log_right)
 
@@ -252,9 +256,11 @@ def thurstone_nll(
         ``(B,)`` NLL in nats.
 
     Raises:
-        ValueError: on mismatched shapes or ``σ <= 0``.
+        ValueError: on mismatched shapes, ``σ <= 0`` or a target outside ``[0, 1]``.
     """
     _check_pair(score_left, score_right, target)
+    if target is not None:
+        _check_target(target)
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     z = (score_left - score_right) / (math.sqrt(2.0) * sigma)
@@ -283,9 +289,11 @@ def hinge_loss(
         ``(B,)`` loss in score units.
 
     Raises:
-        ValueError: on mismatched shapes or a negative margin.
+        ValueError: on mismatched shapes, a negative margin or a target outside ``[0, 1]``.
     """
     _check_pair(score_left, score_right, target)
+    if target is not None:
+        _check_target(target)
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     delta = score_left - score_right

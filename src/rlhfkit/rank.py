@@ -53,9 +53,11 @@ __all__ = [
     "RankDataError",
     "Rankings",
     "Ratings",
+    "covariate_features",
     "fit_bradley_terry",
     "fit_plackett_luce",
-    "rank_features",
+    "plot_head_to_head",
+    "plot_strengths",
     "read_comparisons",
     "read_rankings",
     "recency_weights",
@@ -100,7 +102,7 @@ class Comparisons:
     - ``time``: optional ``(B,)`` float, days (any origin), for recency weighting.
     - ``weight``: optional ``(B,)`` float ≥ 0, multiplies each comparison's log-likelihood.
     - ``features_left``/``features_right``: optional ``(B, F)`` covariates of each side at the
-      time of the comparison (e.g. :func:`rank_features` of an external ranking);
+      time of the comparison (e.g. :func:`covariate_features` of an external ranking);
       ``feature_names``: ``(F,)``.
 
     Raises:
@@ -321,8 +323,10 @@ class RankConfig:
 class Ratings:
     """Fitted strengths of ``N`` items (log-odds units), with what is needed to predict.
 
-    ``strengths = offsets + latest_features @ coef``: ``(N,)``, each item's strength with its most
-    recent covariates. ``intervals``: ``(N, 2)`` bootstrap percentile bounds of ``strengths``, or
+    ``strengths = offsets + (latest_features − feature_mean) @ coef``: ``(N,)``, each item's
+    strength with its most recent covariates; covariates are centred on their ``(F,)`` training
+    mean, so an item with average covariates (or an unseen item with none given) sits at its
+    offset (0 when unseen). ``coef``: ``(F,)`` per unit of each covariate. ``intervals``: ``(N, 2)`` bootstrap percentile bounds of ``strengths``, or
     None. ``wins``/``losses``/``ties``: ``(N,)`` counts in the data (for rankings: items ranked
     below / above). ``home_advantage`` ``h`` and Davidson's ``nu`` are 0 when not fitted.
     """
@@ -332,7 +336,7 @@ class Ratings:
     coef: np.ndarray
     feature_names: tuple[str, ...]
     latest_features: np.ndarray
-    default_features: np.ndarray
+    feature_mean: np.ndarray
     home_advantage: float
     nu: float
     wins: np.ndarray
@@ -348,7 +352,7 @@ class Ratings:
     @property
     def strengths(self) -> np.ndarray:
         """``(N,)`` log-strengths with each item's latest covariates."""
-        return self.offsets + self.latest_features @ self.coef
+        return self.offsets + (self.latest_features - self.feature_mean) @ self.coef
 
     def order(self) -> np.ndarray:
         """``(N,)`` item indices, strongest first."""
@@ -369,9 +373,9 @@ class Ratings:
         seen = idx >= 0
         offsets = np.where(seen, self.offsets[np.maximum(idx, 0)], 0.0)
         if features is None:
-            features = np.where(seen[:, None], self.latest_features[np.maximum(idx, 0)], self.default_features)
+            features = np.where(seen[:, None], self.latest_features[np.maximum(idx, 0)], self.feature_mean)
         features = np.asarray(features, dtype=np.float64).reshape(len(idx), len(self.coef))
-        return offsets + features @ self.coef
+        return offsets + (features - self.feature_mean) @ self.coef
 
     def predict_outcomes(
         self,
@@ -428,7 +432,7 @@ class Ratings:
         data = {
             "names": list(self.names), "offsets": self.offsets.tolist(), "coef": self.coef.tolist(),
             "feature_names": list(self.feature_names), "latest_features": self.latest_features.tolist(),
-            "default_features": self.default_features.tolist(), "home_advantage": self.home_advantage,
+            "feature_mean": self.feature_mean.tolist(), "home_advantage": self.home_advantage,
             "nu": self.nu, "wins": self.wins.tolist(), "losses": self.losses.tolist(),
             "ties": self.ties.tolist(), "config": asdict(self.config),
             "intervals": None if self.intervals is None else self.intervals.tolist(),
@@ -445,7 +449,7 @@ class Ratings:
                 names=tuple(d["names"]), offsets=np.array(d["offsets"], dtype=np.float64),
                 coef=np.array(d["coef"], dtype=np.float64), feature_names=tuple(d["feature_names"]),
                 latest_features=np.array(d["latest_features"], dtype=np.float64).reshape(-1, f),
-                default_features=np.array(d["default_features"], dtype=np.float64),
+                feature_mean=np.array(d["feature_mean"], dtype=np.float64),
                 home_advantage=float(d["home_advantage"]), nu=float(d["nu"]),
                 wins=np.array(d["wins"]), losses=np.array(d["losses"]), ties=np.array(d["ties"]),
                 config=RankConfig(**d["config"]),
@@ -594,17 +598,20 @@ def fit_bradley_terry(comparisons: Comparisons, config: RankConfig = RankConfig(
         base *= recency_weights(c.time, config.half_life)
     left, right = torch.as_tensor(c.left), torch.as_tensor(c.right)
     outcome = torch.as_tensor(c.outcome)
-    x_l = torch.as_tensor(c.features_left if f else np.zeros((len(c), 0)), dtype=_DTYPE)  # (B, F)
-    x_r = torch.as_tensor(c.features_right if f else np.zeros((len(c), 0)), dtype=_DTYPE)  # (B, F)
+    default = np.concatenate([c.features_left, c.features_right]).mean(0) if f else np.zeros(0)  # (F,)
+    # Covariates centred on their training mean: an item with average covariates has strength θ.
+    x_l = torch.as_tensor(c.features_left - default if f else np.zeros((len(c), 0)), dtype=_DTYPE)  # (B, F)
+    x_r = torch.as_tensor(c.features_right - default if f else np.zeros((len(c), 0)), dtype=_DTYPE)  # (B, F)
     fit_home = config.fit_home and c.home is not None and bool(np.any(c.home != 0))
     home = torch.as_tensor(c.home if fit_home else np.zeros(len(c)), dtype=_DTYPE)
     has_ties = bool(np.any(c.outcome == TIE))
-    pair_nll = _PAIR_NLL[config.tie_model if has_ties else "half"]
-    latest = _latest_features(c, n, f)
+    fit_nu = has_ties and config.tie_model == "davidson"
+    pair_nll = _PAIR_NLL["davidson" if fit_nu else "half"]
+    latest = _latest_features(c, n, f, default)
     theta = torch.zeros(n, dtype=_DTYPE, requires_grad=True)
     beta = torch.zeros(f, dtype=_DTYPE, requires_grad=True)
     h = torch.zeros((), dtype=_DTYPE, requires_grad=fit_home)
-    log_nu = torch.tensor(math.log(0.5) if has_ties else 0.0, dtype=_DTYPE, requires_grad=has_ties)
+    log_nu = torch.tensor(math.log(0.5) if fit_nu else 0.0, dtype=_DTYPE, requires_grad=fit_nu)
     params = [p for p in (theta, beta, h, log_nu) if p.requires_grad]
     lam, kappa = config.prior_precision, config.coef_precision
 
@@ -622,7 +629,7 @@ def fit_bradley_terry(comparisons: Comparisons, config: RankConfig = RankConfig(
 
         _lbfgs(params, objective, config.max_iter)
         with torch.no_grad():
-            return (theta + torch.as_tensor(latest) @ beta).numpy().copy()
+            return (theta + torch.as_tensor(latest - default) @ beta).numpy().copy()
 
     fit_once(base)
     point = [p.detach().clone() for p in (theta, beta, h, log_nu)]
@@ -636,15 +643,15 @@ def fit_bradley_terry(comparisons: Comparisons, config: RankConfig = RankConfig(
     return Ratings(
         names=c.names, offsets=theta_hat.copy(), coef=beta_hat.copy(), feature_names=c.feature_names,
         latest_features=latest,
-        default_features=(np.concatenate([c.features_left, c.features_right]).mean(0) if f else np.zeros(0)),
-        home_advantage=float(h_hat), nu=float(np.exp(log_nu_hat)) if has_ties and config.tie_model == "davidson" else 0.0,
+        feature_mean=default, home_advantage=float(h_hat), nu=float(np.exp(log_nu_hat)) if fit_nu else 0.0,
         wins=wins, losses=losses, ties=ties, config=config, intervals=intervals,
     )
 
 
-def _latest_features(c: Comparisons, n: int, f: int) -> np.ndarray:
-    """``(N, F)`` each item's covariates at its most recent comparison (by time, else by row)."""
-    latest = np.zeros((n, f))
+def _latest_features(c: Comparisons, n: int, f: int, default: np.ndarray) -> np.ndarray:
+    """``(N, F)`` each item's covariates at its most recent comparison (by time, else by row);
+    ``default`` for an item without comparisons."""
+    latest = np.tile(default, (n, 1))
     if not f:
         return latest
     order = np.argsort(c.time, kind="stable") if c.time is not None else np.arange(len(c))
@@ -710,7 +717,7 @@ def fit_plackett_luce(rankings: Rankings, config: RankConfig = RankConfig()) -> 
         losses[real] += np.arange(k)
     return Ratings(
         names=r.names, offsets=point, coef=np.zeros(0), feature_names=(), latest_features=np.zeros((n, 0)),
-        default_features=np.zeros(0), home_advantage=0.0, nu=0.0, wins=wins, losses=losses,
+        feature_mean=np.zeros(0), home_advantage=0.0, nu=0.0, wins=wins, losses=losses,
         ties=np.zeros(n, dtype=np.int64), config=config, intervals=intervals,
     )
 
@@ -775,27 +782,32 @@ def _parse_time(path, line: int, col: str, value: str) -> float:
         ) from None
 
 
-def rank_features(ranks: Sequence[float | None]) -> np.ndarray:
-    """``(B, 2)`` covariates from an external ranking (1 = best; None = unranked):
-    ``[−log(rank), unranked]`` with ``−log(rank) = 0`` for the unranked, whose strength the
-    indicator's coefficient then learns. The log follows the usual tennis models (e.g. Klaassen &
-    Magnus 2003, "Forecasting the winner of a tennis match", §3).
+_TRANSFORMS = {"log": math.log, "identity": float}
+
+
+def covariate_features(values: Sequence[float | None], transform: Literal["log", "identity"] = "log") -> np.ndarray:
+    """``(B, 2)`` covariates ``[t(value), missing]`` from one numeric attribute of each side, e.g.
+    an external rank (1 = best) or ranking points; ``None`` or NaN = missing.
+
+    ``t`` is ``log`` (the usual transform of ranks and points in tennis models, e.g. Klaassen &
+    Magnus 2003, "Forecasting the winner of a tennis match", §3; the fitted coefficient's sign
+    says whether larger is better) or the identity. A missing value gives ``[0, 1]``: the
+    indicator's coefficient learns the strength of, e.g., unranked players.
 
     Raises:
-        ValueError: on a rank below 1.
+        ValueError: for a value ``<= 0`` under ``log``, or an unknown transform.
     """
-    out = np.zeros((len(ranks), 2))
-    for b, rank in enumerate(ranks):
-        if rank is None or (isinstance(rank, float) and math.isnan(rank)):
+    if transform not in _TRANSFORMS:
+        raise ValueError(f"transform must be one of {sorted(_TRANSFORMS)}, got {transform!r}")
+    out = np.zeros((len(values), 2))
+    for b, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
             out[b, 1] = 1.0
-        elif rank < 1:
-            raise ValueError(f"rank {rank} at position {b}: ranks start at 1")
+        elif transform == "log" and not v > 0:
+            raise ValueError(f"value {v} at position {b}: the log transform needs values > 0")
         else:
-            out[b, 0] = -math.log(rank)
+            out[b, 0] = _TRANSFORMS[transform](v)
     return out
-
-
-RANK_FEATURE_NAMES = ("neg_log_rank", "unranked")
 
 
 def read_comparisons(
@@ -806,7 +818,8 @@ def read_comparisons(
     tie: str | None = None,
     home: str | None = None,
     date: str | None = None,
-    rank: tuple[str, str] | None = None,
+    covariates: Sequence[tuple[str, str]] = (),
+    transform: Literal["log", "identity"] = "log",
 ) -> Comparisons:
     """Read pairwise outcomes from a CSV file with a header row, one comparison a row.
 
@@ -817,8 +830,10 @@ def read_comparisons(
         home: optional column: the name of the item at home (the winner's or the loser's), or
             ``1/true/yes`` = the winner was at home, ``0/false/no`` = the loser was, empty = neutral.
         date: optional column, ``YYYYMMDD`` / ``YYYY-MM-DD`` or a number of days (recency).
-        rank: optional ``(winner_rank_col, loser_rank_col)`` of an external ranking at the time of
-            the game (1 = best, empty = unranked), used as covariates via :func:`rank_features`.
+        covariates: ``(winner_col, loser_col)`` pairs of numeric attributes of each side at the
+            time of the game, e.g. ``("winner_rank_points", "loser_rank_points")``; empty =
+            missing. Each becomes two covariates via :func:`covariate_features`.
+        transform: applied to every covariate, ``"log"`` (values > 0) or ``"identity"``.
 
     Returns:
         :class:`Comparisons` with left = winner.
@@ -827,8 +842,15 @@ def read_comparisons(
         RankDataError: for an unreadable or empty file, a missing column, an empty cell, an item
             playing itself, or a value that does not parse — naming file, line and column.
     """
-    cols = [c for c in (winner, loser, tie, home, date, *(rank or ())) if c]
-    winners, losers, ties, homes, times, w_ranks, l_ranks = [], [], [], [], [], [], []
+    if transform not in _TRANSFORMS:
+        raise ValueError(f"transform must be one of {sorted(_TRANSFORMS)}, got {transform!r}")
+    covariates = [tuple(pair) for pair in covariates]
+    if any(len(pair) != 2 for pair in covariates):
+        raise ValueError("covariates must be (winner_column, loser_column) pairs")
+    cov_cols = [col for pair in covariates for col in pair]
+    cols = [c for c in (winner, loser, tie, home, date, *cov_cols) if c]
+    winners, losers, ties, homes, times = [], [], [], [], []
+    cov_values: dict[str, list[float | None]] = {col: [] for col in cov_cols}
     for line, row in _open_rows(path, cols):
         w, l = _cell(path, line, row, winner), _cell(path, line, row, loser)
         if w == l:
@@ -856,25 +878,29 @@ def read_comparisons(
             homes.append(code)
         if date:
             times.append(_parse_time(path, line, date, _cell(path, line, row, date)))
-        if rank:
-            for col, out in zip(rank, (w_ranks, l_ranks)):
-                v = (row[col] or "").strip()
-                try:
-                    out.append(float(v) if v else None)
-                    if v and float(v) < 1:
-                        raise ValueError
-                except ValueError:
-                    raise RankDataError(
-                        f"{path}, line {line}, column {col!r}: rank {v!r} is not a number >= 1 (empty = unranked)"
-                    ) from None
+        for col in cov_cols:
+            v = (row[col] or "").strip()
+            try:
+                x = float(v) if v else None
+                if x is not None and (not math.isfinite(x) or (transform == "log" and x <= 0)):
+                    raise ValueError
+            except ValueError:
+                need = "a number > 0" if transform == "log" else "a finite number"
+                raise RankDataError(
+                    f"{path}, line {line}, column {col!r}: {v!r} is not {need} (empty = missing)"
+                ) from None
+            cov_values[col].append(x)
     fields: dict = {}
     if home:
         fields["home"] = np.array(homes)
     if date:
         fields["time"] = np.array(times)
-    if rank:
-        fields.update(features_left=rank_features(w_ranks), features_right=rank_features(l_ranks),
-                      feature_names=RANK_FEATURE_NAMES)
+    if covariates:
+        fields.update(
+            features_left=np.hstack([covariate_features(cov_values[w], transform) for w, _ in covariates]),
+            features_right=np.hstack([covariate_features(cov_values[l], transform) for _, l in covariates]),
+            feature_names=tuple(name for w, l in covariates for name in (f"{transform}({w}|{l})", f"missing({w}|{l})")),
+        )
     return Comparisons.from_names(winners, losers, ties=ties if tie else None, **fields)
 
 
@@ -898,6 +924,67 @@ def read_rankings(path: str | Path, *, ranking: str, sep: str = ">", date: str |
         if date:
             times.append(_parse_time(path, line, date, _cell(path, line, row, date)))
     return Rankings.from_lists(lists, time=np.array(times) if date else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------------
+
+
+def plot_strengths(ratings: Ratings, path: str | Path, *, top: int = 30) -> None:
+    """Save a chart of the ``top`` strongest items' strengths (log-odds), with their bootstrap
+    intervals as error bars when ``ratings.intervals`` is set. Writes a PNG (or any format
+    matplotlib infers from ``path``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = ratings.order()[: max(top, 1)]
+    s = ratings.strengths[idx]
+    y = np.arange(len(idx))[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(idx) + 1.2))
+    if ratings.intervals is not None:
+        lo, hi = ratings.intervals[idx, 0], ratings.intervals[idx, 1]
+        ax.errorbar(s, y, xerr=[np.maximum(s - lo, 0), np.maximum(hi - s, 0)], fmt="o", capsize=2)
+    else:
+        ax.plot(s, y, "o")
+    ax.set_yticks(y, [ratings.names[i] for i in idx], fontsize=8)
+    ax.set_xlabel("strength (log-odds)" + (f", {ratings.config.level:.0%} bootstrap interval" if ratings.intervals is not None else ""))
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_head_to_head(ratings: Ratings, path: str | Path, *, top: int = 10) -> None:
+    """Save a heatmap of ``P[row beats column]`` among the ``top`` strongest items (neutral
+    venue, latest covariates), from :meth:`Ratings.predict_proba`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = ratings.order()[: max(top, 2)]
+    names = [ratings.names[i] for i in idx]
+    k = len(names)
+    a = [names[i] for i in range(k) for _ in range(k)]
+    b = [names[j] for _ in range(k) for j in range(k)]
+    p = ratings.predict_proba(a, b).reshape(k, k)  # (K, K)
+    np.fill_diagonal(p, np.nan)
+    fig, ax = plt.subplots(figsize=(0.55 * k + 2.5, 0.55 * k + 1.5))
+    im = ax.imshow(p, cmap="RdBu", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if i != j:
+                ax.text(j, i, f"{p[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(k), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("opponent")
+    fig.colorbar(im, ax=ax, label="P[row beats column]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -53,8 +53,9 @@ def _summary(result, title: str, baseline_path: Optional[Path] = None) -> None:
 
 
 def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, seed: int, out: Path,
-           resume: bool, query: Optional[str], fragment_length: Optional[int], baseline: Optional[Path]) -> None:
-    from rlhfkit.control.config import make_config
+           resume: bool, query: Optional[str], fragment_length: Optional[int], baseline: Optional[Path],
+           overrides: Optional[list[str]] = None) -> None:
+    from rlhfkit.control.config import apply_overrides, make_config
     from rlhfkit.control.loop import train
     from rlhfkit.control.plots import plot_learning_curve
 
@@ -64,6 +65,7 @@ def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, 
     try:
         config = make_config(env, total_labels=labels, total_steps=steps, teacher=teacher, seed=seed,
                              query_selection=query, fragment_length=fragment_length)
+        config = apply_overrides(config, overrides or [])
         if resume:
             from rlhfkit.control.checkpoint import RunDir
 
@@ -96,9 +98,11 @@ def train_cmd(
     query: Optional[str] = typer.Option(None, help="Query selection: disagreement|random."),
     fragment_length: Optional[int] = typer.Option(None, help="Steps per fragment (default: the env's preset)."),
     baseline: Optional[Path] = typer.Option(None, help="A baseline run dir to draw on the learning curve."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config field: KEY=VALUE, "
+                                             "e.g. --set ppo.loss=kl_penalty --set reward.ensemble_size=5."),
 ) -> None:
     """Learn a task from synthetic preferences: the true reward is seen only by the teacher."""
-    _train(env, labels, steps, teacher, seed, out, resume, query, fragment_length, baseline)
+    _train(env, labels, steps, teacher, seed, out, resume, query, fragment_length, baseline, set_)
 
 
 @app.command("demo")
@@ -114,6 +118,7 @@ def baseline_cmd(
     steps: Optional[int] = typer.Option(None, help="Env-step budget. Default: 50000."),
     seed: int = typer.Option(0, help="Random seed."),
     out: Path = typer.Option(..., help="Run directory to write."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config field: KEY=VALUE."),
 ) -> None:
     """PPO on the true reward with the same settings: the reference curve."""
     from rlhfkit.control.config import make_config
@@ -124,7 +129,7 @@ def baseline_cmd(
 
     torch.set_num_threads(int(os.environ.get("RLHF_THREADS", "1")))
     try:
-        config = make_config(env, total_steps=steps, seed=seed)
+        config = apply_overrides(make_config(env, total_steps=steps, seed=seed), set_ or [])
         config.validate()
         result = _progress_run(config.total_steps, lambda cb: train_baseline(config, str(out), on_iteration=cb),
                                "PPO on the true reward")

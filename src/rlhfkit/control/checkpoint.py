@@ -107,6 +107,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.ckpt = self.path / "checkpoint"
+        self._tb: Any = None
 
     @property
     def config_path(self) -> Path:
@@ -128,6 +129,24 @@ class RunDir:
         """Append one metrics record (a line of JSON) and flush it to disk."""
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        self._tensorboard(record)
+
+    def _tensorboard(self, record: dict[str, Any]) -> None:
+        """Mirror numeric metrics to TensorBoard (``OUT/tb``) when the tensorboard package is installed."""
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                self._tb = False
+                return
+            self._tb = SummaryWriter(str(self.path / "tb"))
+        if self._tb is False:
+            return
+        step = int(record.get("env_steps", 0))
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and k != "env_steps":
+                self._tb.add_scalar(k, v, step)
+        self._tb.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():

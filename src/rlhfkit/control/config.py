@@ -12,7 +12,7 @@ from rlhfkit.control.ppo import PPOConfig
 from rlhfkit.feedback.teachers import TEACHERS
 from rlhfkit.reward.ensemble import RewardConfig
 
-__all__ = ["PRESETS", "TrainConfig", "config_from_dict", "make_config"]
+__all__ = ["PRESETS", "TrainConfig", "apply_overrides", "config_from_dict", "make_config"]
 
 
 @dataclass(frozen=True)
@@ -138,3 +138,51 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
 def save_config(config: TrainConfig, path: str) -> None:
     with open(path, "w") as f:
         json.dump(config.to_dict(), f, indent=2)
+
+
+def _coerce(text: str, current: Any, where: str) -> Any:
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{where}: expected true/false, got {text!r}")
+    if isinstance(current, tuple):
+        return tuple(int(x) for x in text.split(",") if x)
+    if text.lower() == "none":
+        return None
+    for cast in (int, float) if isinstance(current, (int, float)) or current is None else ():
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    if isinstance(current, (int, float)):
+        raise ValueError(f"{where}: expected a number, got {text!r}")
+    return text
+
+
+def apply_overrides(config: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """Apply ``key=value`` strings (dotted for nested configs: ``ppo.lr=1e-3``) to a config.
+
+    Raises:
+        ValueError: for a malformed assignment, an unknown field (listing the known ones) or a
+            value of the wrong type.
+    """
+    for item in assignments:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. ppo.lr=1e-3")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) == 1:
+            target, name = config, parts[0]
+        elif len(parts) == 2 and parts[0] in ("ppo", "reward"):
+            target, name = getattr(config, parts[0]), parts[1]
+        else:
+            raise ValueError(f"--set {key!r}: use a field of TrainConfig, or ppo.FIELD / reward.FIELD")
+        fields = {f.name for f in dataclasses.fields(target)}
+        if name not in fields:
+            raise ValueError(f"--set {key!r}: unknown field; known: {', '.join(sorted(fields))}")
+        value = _coerce(text.strip(), getattr(target, name), f"--set {key}")
+        new = dataclasses.replace(target, **{name: value})
+        config = new if len(parts) == 1 else dataclasses.replace(config, **{parts[0]: new})
+    return config

@@ -1,0 +1,119 @@
+"""Benchmark: deep RL from preferences, rlhfkit vs the `imitation` library, side by side.
+
+For each env and seed it prints labels, env steps, mean true return of the final policy (10
+evaluation episodes, deterministic), the true-reward PPO baseline at the same step budget, wall
+seconds and env steps per wall second. On Pendulum-v1 it also runs imitation's documented
+preference-comparisons example with its tuned setting (200 comparisons, 50k steps, 60
+iterations) in its own virtual environment (bench/.venv-imitation, made by
+bench/peers/setup_imitation.sh: imitation pins gymnasium 0.29 and stable-baselines3 2.2, so it
+never enters the project's environment). Runs are sequential, so both share the same machine.
+
+    .venv/bin/python bench/control.py                       # everything, 3 seeds
+    .venv/bin/python bench/control.py --envs Pendulum-v1 --seeds 0 --no-peer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlhfkit.control import CARTPOLE_COS_ID, make_config, train, train_baseline
+
+HERE = Path(__file__).resolve().parent
+LABELS = {"Pendulum-v1": 200, CARTPOLE_COS_ID: 100}
+STEPS = {"Pendulum-v1": 50_000, CARTPOLE_COS_ID: 50_000}
+
+
+def run_ours(env: str, seed: int, out: Path) -> dict:
+    cfg = make_config(env, total_labels=LABELS.get(env, 200), total_steps=STEPS.get(env, 50_000), seed=seed)
+    t = time.perf_counter()
+    r = train(cfg, str(out / f"{env.replace('/', '_')}-s{seed}"))
+    wall = time.perf_counter() - t
+    return {"who": "rlhfkit", "env": env, "seed": seed, "labels": r.labels, "env_steps": r.env_steps,
+            "mean_true_return": r.mean_return, "wall_s": wall, "steps_per_s": r.env_steps / wall}
+
+
+def run_baseline(env: str, seed: int, out: Path) -> dict:
+    cfg = make_config(env, total_steps=STEPS.get(env, 50_000), seed=seed)
+    t = time.perf_counter()
+    r = train_baseline(cfg, str(out / f"{env.replace('/', '_')}-baseline-s{seed}"))
+    wall = time.perf_counter() - t
+    return {"who": "PPO true reward", "env": env, "seed": seed, "labels": 0, "env_steps": r.env_steps,
+            "mean_true_return": r.mean_return, "wall_s": wall, "steps_per_s": r.env_steps / wall}
+
+
+def run_imitation(seed: int, out: Path) -> dict | None:
+    venv = HERE / ".venv-imitation"
+    if not (venv / "bin" / "python").exists():
+        print("setting up the imitation peer environment (bench/peers/setup_imitation.sh) ...", flush=True)
+        subprocess.run(["bash", str(HERE / "peers" / "setup_imitation.sh")], check=True)
+    js = out / f"imitation-s{seed}.json"
+    cmd = [str(venv / "bin" / "python"), str(HERE / "peers" / "imitation_pendulum.py"), "--seed", str(seed),
+           "--json", str(js)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"imitation peer failed (seed {seed}):\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    rec = json.loads(js.read_text().strip().splitlines()[-1])
+    rec = rec[0] if isinstance(rec, list) else rec
+    return {"who": f"imitation {rec.get('version', '')}".strip(), "env": "Pendulum-v1", "seed": seed,
+            "labels": rec["labels"], "env_steps": rec["env_steps"], "mean_true_return": rec["mean_true_return"],
+            "wall_s": rec["wall_s"], "steps_per_s": rec["env_steps"] / rec["wall_s"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--envs", nargs="+", default=["Pendulum-v1", CARTPOLE_COS_ID])
+    ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    ap.add_argument("--no-peer", action="store_true", help="skip the imitation peer")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the true-reward PPO baseline")
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "control")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    header = f"{'who':<22} {'env':<24} {'seed':>4} {'labels':>6} {'env steps':>9} {'true return':>11} {'wall s':>7} {'steps/s':>8}"
+    print(header, flush=True)
+
+    def show(r: dict | None) -> None:
+        if r is None:
+            return
+        rows.append(r)
+        print(f"{r['who']:<22} {r['env']:<24} {r['seed']:>4} {r['labels']:>6} {r['env_steps']:>9} "
+              f"{r['mean_true_return']:>11.1f} {r['wall_s']:>7.1f} {r['steps_per_s']:>8.0f}", flush=True)
+
+    for env in args.envs:
+        for seed in args.seeds:
+            show(run_ours(env, seed, args.out))
+            if not args.no_baseline:
+                show(run_baseline(env, seed, args.out))
+            if env == "Pendulum-v1" and not args.no_peer:
+                show(run_imitation(seed, args.out))
+    print("\nsummary (mean over seeds)")
+    for (who, env) in dict.fromkeys((r["who"], r["env"]) for r in rows):
+        rs = [r for r in rows if r["who"] == who and r["env"] == env]
+        print(f"{who:<22} {env:<24} true return {np.mean([r['mean_true_return'] for r in rs]):8.1f}   "
+              f"wall {np.mean([r['wall_s'] for r in rs]):6.1f} s   over {len(rs)} seed(s)")
+    for env in args.envs:
+        ours = [r for r in rows if r["who"] == "rlhfkit" and r["env"] == env]
+        base = [r for r in rows if r["who"] == "PPO true reward" and r["env"] == env]
+        peer = [r for r in rows if r["who"].startswith("imitation") and r["env"] == env]
+        if ours and base:
+            print(f"{env}: rlhfkit / true-reward PPO return ratio "
+                  f"{np.mean([r['mean_true_return'] for r in ours]) / np.mean([r['mean_true_return'] for r in base]):.3f}")
+        if ours and peer:
+            print(f"{env}: rlhfkit wall time / imitation wall time "
+                  f"{np.mean([r['wall_s'] for r in ours]) / np.mean([r['wall_s'] for r in peer]):.2f}")
+    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
