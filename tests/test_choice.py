@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rlhfkit.choice import (
@@ -88,6 +88,7 @@ def test_bradley_terry_epsilon_floor_hand_values():
 
 @settings(max_examples=60, deadline=None)
 @given(a=scores, b=scores, eps=st.floats(min_value=0.0, max_value=0.99))
+@example(a=0.0, b=0.0, eps=5e-324)  # a denormal ε: ε/2 underflows to 0, log(ε/2) must not be log 0
 def test_bradley_terry_probabilities_are_complementary_and_floored(a, b, eps):
     log_left, log_right = bradley_terry_logprob(t(a), t(b), epsilon=eps)
     assert (log_left.exp() + log_right.exp()).item() == pytest.approx(1.0, abs=1e-12)

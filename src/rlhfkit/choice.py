@@ -97,7 +97,7 @@ def bradley_terry_logprob(
     x = (score_left - score_right) / temperature
     log_left, log_right = F.logsigmoid(x), F.logsigmoid(-x)
     if epsilon > 0.0:
-        floor = torch.full_like(x, math.log(epsilon / 2))
+        floor = torch.full_like(x, math.log(epsilon) - math.log(2.0))  # log(ε/2); ε/2 underflows for denormal ε
         scale = math.log1p(-epsilon)
         log_left = torch.logaddexp(log_left + scale, floor)
         log_right = torch.logaddexp(log_right + scale, floor)

@@ -5,9 +5,10 @@ Bradley-Terry the reward models use — with one log-strength per item:
 
 - pairwise outcomes (:class:`Comparisons`): Bradley-Terry (Bradley & Terry 1952), Davidson's
   (1970) model when there are ties, an optional home / order advantage ``h`` (Agresti 2002,
-  "Categorical Data Analysis", §10.6: ``P[home wins] = σ(s_home - s_away + h)``), optional
-  match-time covariates whose fitted coefficients give the prior mean of every item's strength
-  (structured Bradley-Terry, Springall 1973; Turner & Firth 2012, "BradleyTerry2" §3);
+  "Categorical Data Analysis", §10.6, order effects: ``P[home wins] = σ(s_home - s_away + h)``),
+  optional match-time covariates whose fitted coefficients give the prior mean of every item's
+  strength (structured Bradley-Terry, Springall 1973; Turner & Firth 2012, "Bradley-Terry models
+  in R");
 - multi-way rankings (:class:`Rankings`): Plackett-Luce (Plackett 1975; Luce 1959).
 
 The log-posterior is::
@@ -17,9 +18,11 @@ The log-posterior is::
 with item strength ``s_i = θ_i + x_i·β``: ``θ`` the item's own offset under a Gaussian prior
 ``N(0, 1/λ)`` ("a small prior": it makes the maximum exist when an item never lost, and shrinks
 items with few comparisons towards the prior mean), ``x_i`` the item's covariates at the time of
-the comparison and ``β`` their coefficients. Weights ``w_b = 2^(−age_b / half_life)`` discount old
-comparisons exponentially (recency weighting, as in Glickman 1999's dynamic paired comparisons).
-The optimiser is L-BFGS with a strong-Wolfe line search (Nocedal & Wright 2006, Alg. 7.5).
+the comparison (centred on their training mean) and ``β`` their coefficients. Weights
+``w_b = 2^(−age_b / half_life)`` discount old comparisons exponentially (the time-weighted
+pseudo-likelihood of Dixon & Coles 1997, "Modelling association football scores").
+The optimiser is L-BFGS (Nocedal & Wright 2006, Alg. 7.4) with a backtracking line search; the
+objective is convex, so it finds the unique maximum.
 
 An item never seen in training gets the prior: offset ``θ = 0`` and, where covariates are
 used, the covariates it has at prediction time (or, if none are given, the training mean).
@@ -88,7 +91,7 @@ def _optional(value: np.ndarray | None, dtype, shape: tuple[int, ...], what: str
     return arr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Comparisons:
     """Pairwise outcomes between ``N`` named items, ``B`` comparisons.
 
@@ -201,20 +204,22 @@ class Comparisons:
         *left* = winner.
 
         Raises:
-            ValueError: as :class:`Comparisons`, or if the lists differ in length.
+            ValueError: as :class:`Comparisons`, or if the lists (or ``ties``) differ in length.
         """
         if len(winners) != len(losers):
             raise ValueError(f"winners and losers differ in length: {len(winners)} and {len(losers)}")
         index: dict[str, int] = {}
         left = np.array([index.setdefault(str(w), len(index)) for w in winners] or [], dtype=np.int64)
-        right = np.array([index.setdefault(str(l), len(index)) for l in losers] or [], dtype=np.int64)
+        right = np.array([index.setdefault(str(x), len(index)) for x in losers] or [], dtype=np.int64)
         outcome = np.full(len(left), LEFT, dtype=np.int64)
         if ties is not None:
+            if len(ties) != len(left):
+                raise ValueError(f"ties has {len(ties)} entries for {len(left)} comparisons")
             outcome[np.asarray(ties, dtype=bool)] = TIE
         return cls(names=tuple(index), left=left, right=right, outcome=outcome, **fields)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Rankings:
     """Multi-way rankings of ``N`` named items: ``R`` lists of at most ``K`` items, best first.
 
@@ -277,7 +282,7 @@ class RankConfig:
     """How to fit strengths. Defaults are generic; ``bench/rank.py`` shows tuned values."""
 
     prior_precision: float = 1.0
-    """λ > 0: each item's offset has prior N(0, 1/λ) (log-odds²⁻¹). Larger shrinks harder."""
+    """λ > 0: each item's offset has prior N(0, 1/λ), λ in 1 / log-odds². Larger shrinks harder."""
     half_life: float | None = None
     """Recency weighting: a comparison ``half_life`` days older than the newest counts half.
     None: all comparisons count fully. Needs ``time``."""
@@ -319,15 +324,16 @@ class RankConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Ratings:
     """Fitted strengths of ``N`` items (log-odds units), with what is needed to predict.
 
     ``strengths = offsets + (latest_features − feature_mean) @ coef``: ``(N,)``, each item's
-    strength with its most recent covariates; covariates are centred on their ``(F,)`` training
+    strength with its most recent covariates. Covariates are centred on their ``(F,)`` training
     mean, so an item with average covariates (or an unseen item with none given) sits at its
-    offset (0 when unseen). ``coef``: ``(F,)`` per unit of each covariate. ``intervals``: ``(N, 2)`` bootstrap percentile bounds of ``strengths``, or
-    None. ``wins``/``losses``/``ties``: ``(N,)`` counts in the data (for rankings: items ranked
+    offset, which is 0 for an unseen item. ``coef``: ``(F,)``, log-odds per unit of each
+    covariate. ``intervals``: ``(N, 2)`` bootstrap percentile bounds of ``strengths``, or None.
+    ``wins``/``losses``/``ties``: ``(N,)`` counts in the data (for rankings: items ranked
     below / above). ``home_advantage`` ``h`` and Davidson's ``nu`` are 0 when not fitted.
     """
 
@@ -368,13 +374,18 @@ class Ratings:
 
         An unseen name gets the prior: offset 0, and ``features`` (or, if None, the training
         mean of the covariates). A seen name without ``features`` uses its latest covariates.
+
+        Raises:
+            ValueError: if ``features`` is not ``(B, F)``.
         """
         idx = self.index(names)
         seen = idx >= 0
         offsets = np.where(seen, self.offsets[np.maximum(idx, 0)], 0.0)
         if features is None:
             features = np.where(seen[:, None], self.latest_features[np.maximum(idx, 0)], self.feature_mean)
-        features = np.asarray(features, dtype=np.float64).reshape(len(idx), len(self.coef))
+        features = np.asarray(features, dtype=np.float64)
+        if features.shape != (len(idx), len(self.coef)):
+            raise ValueError(f"features must be (B, F) = {(len(idx), len(self.coef))}, got {features.shape}")
         return offsets + (features - self.feature_mean) @ self.coef
 
     def predict_outcomes(
@@ -389,7 +400,12 @@ class Ratings:
         """``(B, 3)`` probabilities of (``a`` wins, ``b`` wins, tie) — Davidson (1970), Eq. 2.1,
         via :func:`rlhfkit.choice.davidson_logprobs`; with ``nu = 0`` it is Bradley-Terry.
 
-        ``home``: ``(B,)`` +1 when ``a`` is at home, −1 when ``b`` is, 0 neutral.
+        ``a``, ``b``: ``B`` names each (a single name is a batch of one); unseen names get the
+        prior (see :meth:`score`). ``home``: ``(B,)`` +1 when ``a`` is at home, −1 when ``b`` is,
+        0 neutral. ``features_a``/``features_b``: ``(B, F)`` covariates now, or None.
+
+        Raises:
+            ValueError: if ``a`` and ``b`` differ in length or a covariate array is not ``(B, F)``.
         """
         sa = self.score(a, features_a)
         sb = self.score(b, features_b)
@@ -448,7 +464,7 @@ class Ratings:
             return cls(
                 names=tuple(d["names"]), offsets=np.array(d["offsets"], dtype=np.float64),
                 coef=np.array(d["coef"], dtype=np.float64), feature_names=tuple(d["feature_names"]),
-                latest_features=np.array(d["latest_features"], dtype=np.float64).reshape(-1, f),
+                latest_features=np.array(d["latest_features"], dtype=np.float64).reshape(len(d["names"]), f),
                 feature_mean=np.array(d["feature_mean"], dtype=np.float64),
                 home_advantage=float(d["home_advantage"]), nu=float(d["nu"]),
                 wins=np.array(d["wins"]), losses=np.array(d["losses"]), ties=np.array(d["ties"]),
@@ -574,7 +590,8 @@ def fit_bradley_terry(comparisons: Comparisons, config: RankConfig = RankConfig(
     Each comparison's likelihood is :func:`rlhfkit.choice.bradley_terry_nll` (Bradley & Terry
     1952) — or, when the data has ties, :func:`rlhfkit.choice.davidson_nll` with a fitted tie
     parameter ``ν`` (Davidson 1970, Eq. 2.1) or half a win (``config.tie_model = "half"``) — on
-    scores ``s_left = θ_l + x_l·β + h·home``, ``s_right = θ_r + x_r·β``.
+    scores ``s_left = θ_l + x_l·β + h·home``, ``s_right = θ_r + x_r·β`` (covariates ``x``
+    centred on their training mean).
 
     Args:
         comparisons: ``B`` outcomes among ``N`` items.
@@ -598,16 +615,16 @@ def fit_bradley_terry(comparisons: Comparisons, config: RankConfig = RankConfig(
         base *= recency_weights(c.time, config.half_life)
     left, right = torch.as_tensor(c.left), torch.as_tensor(c.right)
     outcome = torch.as_tensor(c.outcome)
-    default = np.concatenate([c.features_left, c.features_right]).mean(0) if f else np.zeros(0)  # (F,)
+    x_mean = np.concatenate([c.features_left, c.features_right]).mean(0) if f else np.zeros(0)  # (F,)
     # Covariates centred on their training mean: an item with average covariates has strength θ.
-    x_l = torch.as_tensor(c.features_left - default if f else np.zeros((len(c), 0)), dtype=_DTYPE)  # (B, F)
-    x_r = torch.as_tensor(c.features_right - default if f else np.zeros((len(c), 0)), dtype=_DTYPE)  # (B, F)
+    x_l = torch.as_tensor(c.features_left - x_mean if f else np.zeros((len(c), 0)), dtype=_DTYPE)  # (B, F)
+    x_r = torch.as_tensor(c.features_right - x_mean if f else np.zeros((len(c), 0)), dtype=_DTYPE)  # (B, F)
     fit_home = config.fit_home and c.home is not None and bool(np.any(c.home != 0))
     home = torch.as_tensor(c.home if fit_home else np.zeros(len(c)), dtype=_DTYPE)
     has_ties = bool(np.any(c.outcome == TIE))
     fit_nu = has_ties and config.tie_model == "davidson"
     pair_nll = _PAIR_NLL["davidson" if fit_nu else "half"]
-    latest = _latest_features(c, n, f, default)
+    latest = _latest_features(c, n, f, x_mean)
     theta = torch.zeros(n, dtype=_DTYPE, requires_grad=True)
     beta = torch.zeros(f, dtype=_DTYPE, requires_grad=True)
     h = torch.zeros((), dtype=_DTYPE, requires_grad=fit_home)
@@ -629,7 +646,7 @@ def fit_bradley_terry(comparisons: Comparisons, config: RankConfig = RankConfig(
 
         _lbfgs(params, objective, config.max_iter)
         with torch.no_grad():
-            return (theta + torch.as_tensor(latest - default) @ beta).numpy().copy()
+            return (theta + torch.as_tensor(latest - x_mean) @ beta).numpy().copy()
 
     fit_once(base)
     point = [p.detach().clone() for p in (theta, beta, h, log_nu)]
@@ -643,7 +660,7 @@ def fit_bradley_terry(comparisons: Comparisons, config: RankConfig = RankConfig(
     return Ratings(
         names=c.names, offsets=theta_hat.copy(), coef=beta_hat.copy(), feature_names=c.feature_names,
         latest_features=latest,
-        feature_mean=default, home_advantage=float(h_hat), nu=float(np.exp(log_nu_hat)) if fit_nu else 0.0,
+        feature_mean=x_mean, home_advantage=float(h_hat), nu=float(np.exp(log_nu_hat)) if fit_nu else 0.0,
         wins=wins, losses=losses, ties=ties, config=config, intervals=intervals,
     )
 
@@ -790,7 +807,7 @@ def covariate_features(values: Sequence[float | None], transform: Literal["log",
     an external rank (1 = best) or ranking points; ``None`` or NaN = missing.
 
     ``t`` is ``log`` (the usual transform of ranks and points in tennis models, e.g. Klaassen &
-    Magnus 2003, "Forecasting the winner of a tennis match", §3; the fitted coefficient's sign
+    Magnus 2003, "Forecasting the winner of a tennis match"; the fitted coefficient's sign
     says whether larger is better) or the identity. A missing value gives ``[0, 1]``: the
     indicator's coefficient learns the strength of, e.g., unranked players.
 
@@ -1084,7 +1101,8 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (Pearson correlation of average ranks; ties share a rank).
+    """Spearman's (1904) rank correlation: the Pearson correlation of average ranks (tied
+    values share the mean of their ranks). ``x``, ``y``: ``(N,)``.
 
     Raises:
         ValueError: if the lengths differ or there are fewer than two values.

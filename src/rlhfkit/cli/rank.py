@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True)
@@ -23,7 +24,7 @@ console = Console()
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 
@@ -54,33 +55,53 @@ def _leaderboard(ratings, top: int) -> Table:
     return table
 
 
+_FIT_HELP = {
+    "data": "CSV file with a header row, one game (or ranking) a row.",
+    "winner": "Column naming the winner (the left item for a tie).",
+    "loser": "Column naming the loser (the right item for a tie).",
+    "tie": "Column that is true (1/true/yes/tie/draw) for a tie.",
+    "home": "Column: the name of the side at home, or true = the winner was at home, false = the loser; "
+            "empty = neutral. Fits a home advantage.",
+    "ranking": 'Instead of --winner/--loser: column with a multi-way ranking "a > b > c" (Plackett-Luce).',
+    "date": "Column with the date (YYYYMMDD or YYYY-MM-DD) or a day number.",
+    "half_life": "Recency weighting: a game this many days older than the newest counts half (needs --date).",
+    "covariate": "WINNER_COL:LOSER_COL of a number known at game time (e.g. a rank or rating points); its "
+                 "fitted effect is the prior mean of strengths and covers unseen items. Repeatable.",
+    "transform": "Covariate transform: log or identity.",
+    "prior_precision": "λ of the N(0, 1/λ) prior on each item's own strength offset.",
+    "tie_model": "davidson (fit a tie parameter ν) or half (a tie is half a win).",
+    "bootstrap": "Bootstrap refits for the intervals (0: none).",
+    "level": "Coverage of the bootstrap interval.",
+    "seed": "Seed of the bootstrap.",
+    "out": "Folder for ratings.csv, ratings.json, config.json and the plots.",
+    "top": "Rows of the table to print, and items in strengths.png (0: all).",
+    "plots": "Write strengths.png and head_to_head.png.",
+    "heatmap_top": "Items in the head-to-head heatmap.",
+}
+_H = _FIT_HELP
+
+
 @app.command()
 def fit(
-    data: Annotated[Path, typer.Option(help="CSV file with a header row, one game (or ranking) a row.")],
-    winner: Annotated[Optional[str], typer.Option(help="Column naming the winner (left item for a tie).")] = None,
-    loser: Annotated[Optional[str], typer.Option(help="Column naming the loser (right item for a tie).")] = None,
-    tie: Annotated[Optional[str], typer.Option(help="Column that is true (1/true/yes/tie/draw) for a tie.")] = None,
-    home: Annotated[Optional[str], typer.Option(
-        help="Column: name of the side at home, or true = the winner was at home, false = the loser; empty = neutral."
-    )] = None,
-    ranking: Annotated[Optional[str], typer.Option(
-        help='Instead of --winner/--loser: column with a multi-way ranking "a > b > c" (Plackett-Luce).'
-    )] = None,
-    date: Annotated[Optional[str], typer.Option(help="Column with the date (YYYYMMDD, YYYY-MM-DD) or day number.")] = None,
-    half_life: Annotated[Optional[float], typer.Option(help="Recency weighting: a game this many days older counts half (needs --date).")] = None,
-    covariate: Annotated[Optional[list[str]], typer.Option(
-        help="WINNER_COL:LOSER_COL of a numeric attribute known at game time (e.g. a rank); its fitted effect is the prior mean of strengths. Repeatable."
-    )] = None,
-    transform: Annotated[str, typer.Option(help="Covariate transform: log or identity.")] = "log",
-    prior_precision: Annotated[float, typer.Option(help="λ of the N(0, 1/λ) prior on each item's strength.")] = 1.0,
-    tie_model: Annotated[str, typer.Option(help="davidson (fit a tie parameter) or half (a tie is half a win).")] = "davidson",
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap refits for the intervals (0: none).")] = 100,
-    level: Annotated[float, typer.Option(help="Coverage of the bootstrap interval.")] = 0.95,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    out: Annotated[Path, typer.Option(help="Folder for ratings.csv, ratings.json, config.json and the plots.")] = Path("runs/rank"),
-    top: Annotated[int, typer.Option(help="Rows of the table to print (0: all).")] = 20,
-    plots: Annotated[bool, typer.Option(help="Write strengths.png and head_to_head.png.")] = True,
-    heatmap_top: Annotated[int, typer.Option(help="Items in the head-to-head heatmap.")] = 10,
+    data: Annotated[Path, typer.Option(help=_H["data"])],
+    winner: Annotated[Optional[str], typer.Option(help=_H["winner"])] = None,
+    loser: Annotated[Optional[str], typer.Option(help=_H["loser"])] = None,
+    tie: Annotated[Optional[str], typer.Option(help=_H["tie"])] = None,
+    home: Annotated[Optional[str], typer.Option(help=_H["home"])] = None,
+    ranking: Annotated[Optional[str], typer.Option(help=_H["ranking"])] = None,
+    date: Annotated[Optional[str], typer.Option(help=_H["date"])] = None,
+    half_life: Annotated[Optional[float], typer.Option(help=_H["half_life"])] = None,
+    covariate: Annotated[Optional[list[str]], typer.Option(help=_H["covariate"])] = None,
+    transform: Annotated[str, typer.Option(help=_H["transform"])] = "log",
+    prior_precision: Annotated[float, typer.Option(help=_H["prior_precision"])] = 1.0,
+    tie_model: Annotated[str, typer.Option(help=_H["tie_model"])] = "davidson",
+    bootstrap: Annotated[int, typer.Option(help=_H["bootstrap"])] = 100,
+    level: Annotated[float, typer.Option(help=_H["level"])] = 0.95,
+    seed: Annotated[int, typer.Option(help=_H["seed"])] = 0,
+    out: Annotated[Path, typer.Option(help=_H["out"])] = Path("runs/rank"),
+    top: Annotated[int, typer.Option(help=_H["top"])] = 20,
+    plots: Annotated[bool, typer.Option(help=_H["plots"])] = True,
+    heatmap_top: Annotated[int, typer.Option(help=_H["heatmap_top"])] = 10,
 ) -> None:
     """Fit strengths from a CSV of games: Bradley-Terry, Davidson for ties, Plackett-Luce for rankings."""
     from rlhfkit.rank import (
@@ -134,21 +155,32 @@ def fit(
     console.print(f"wrote {', '.join(written)} to {out}")
 
 
+_PREDICT_HELP = {
+    "model": "ratings.json written by `rlhf rank fit`.",
+    "pair": "Two names: the probability that the first beats the second.",
+    "data": "CSV of pairs to predict, instead of PAIR.",
+    "left": "Column with the first item of each pair (with --data).",
+    "right": "Column with the second item of each pair (with --data).",
+    "home": "Column: the name of the side at home, or true = left at home, false = right; empty = neutral.",
+    "covariate": "LEFT_COL:RIGHT_COL of the covariates the model was fitted with, in the same order "
+                 "(default: each item's latest covariates from the fit).",
+    "transform": "Covariate transform used in the fit: log or identity.",
+    "out": "Write the predictions as CSV here.",
+}
+_P = _PREDICT_HELP
+
+
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Option(help="ratings.json written by `rlhf rank fit`.")],
-    pair: Annotated[Optional[list[str]], typer.Argument(help="Two names: the probability the first beats the second.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="CSV of pairs to predict, instead of PAIR.")] = None,
-    left: Annotated[Optional[str], typer.Option(help="Column with the first item of each pair (with --data).")] = None,
-    right: Annotated[Optional[str], typer.Option(help="Column with the second item (with --data).")] = None,
-    home: Annotated[Optional[str], typer.Option(
-        help="Column: the name of the side at home, or true = left at home, false = right; empty = neutral."
-    )] = None,
-    covariate: Annotated[Optional[list[str]], typer.Option(
-        help="LEFT_COL:RIGHT_COL, the covariates the model was fitted with, in the same order."
-    )] = None,
-    transform: Annotated[str, typer.Option(help="Covariate transform used in the fit: log or identity.")] = "log",
-    out: Annotated[Optional[Path], typer.Option(help="Write the predictions as CSV here.")] = None,
+    model: Annotated[Path, typer.Option(help=_P["model"])],
+    pair: Annotated[Optional[list[str]], typer.Argument(help=_P["pair"])] = None,
+    data: Annotated[Optional[Path], typer.Option(help=_P["data"])] = None,
+    left: Annotated[Optional[str], typer.Option(help=_P["left"])] = None,
+    right: Annotated[Optional[str], typer.Option(help=_P["right"])] = None,
+    home: Annotated[Optional[str], typer.Option(help=_P["home"])] = None,
+    covariate: Annotated[Optional[list[str]], typer.Option(help=_P["covariate"])] = None,
+    transform: Annotated[str, typer.Option(help=_P["transform"])] = "log",
+    out: Annotated[Optional[Path], typer.Option(help=_P["out"])] = None,
 ) -> None:
     """Win (and tie) probabilities for new pairs; unseen names get the prior (strength 0 + covariates)."""
     from rlhfkit.rank import RankDataError, Ratings, read_comparisons
@@ -161,8 +193,8 @@ def predict(
     n_cov = len(ratings.coef) // 2
     pairs = _pairs(covariate or [], "--covariate")
     if pairs and len(pairs) != n_cov:
-        _fail(f"{model} was fitted with {n_cov} covariate(s) ({', '.join(ratings.feature_names[::2]) or 'none'}); "
-              f"got {len(pairs)} --covariate")
+        fitted = ", ".join(ratings.feature_names[::2]) or "none"
+        _fail(f"{model} was fitted with {n_cov} covariate(s) ({fitted}); got {len(pairs)} --covariate")
     if n_cov and not pairs:
         console.print("no --covariate given: each item's latest covariates from the fit are used")
     home_codes = None
@@ -192,11 +224,13 @@ def predict(
     table = Table(title=f"predictions from {model}")
     for col in ("left", "right", "P(left wins)", "P(right wins)", *(["P(tie)"] if ratings.nu else []), "note"):
         table.add_column(col, justify="left" if col in ("left", "right", "note") else "right")
+    tie_cols = 1 if ratings.nu else 0
     for i, (x, y) in enumerate(zip(a, b)):
         note = ", ".join(f"{n} unseen (prior)" for n in (x, y) if n not in seen)
-        table.add_row(x, y, f"{probs[i, 0]:.3f}", f"{probs[i, 1]:.3f}", *([f"{probs[i, 2]:.3f}"] if ratings.nu else []), note)
+        cells = [f"{p:.3f}" for p in probs[i, : 2 + tie_cols]]
+        table.add_row(x, y, *cells, note)
         if i == 49 and len(a) > 50:
-            table.add_row("…", f"{len(a) - 50} more", "", "", *([""] if ratings.nu else []), "")
+            table.add_row("…", f"{len(a) - 50} more", *[""] * (2 + tie_cols), "")
             break
     console.print(table)
     if out is not None:

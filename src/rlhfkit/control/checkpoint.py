@@ -111,14 +111,17 @@ class RunDir:
 
     @property
     def config_path(self) -> Path:
+        """``OUT/config.json``: the resolved TrainConfig."""
         return self.path / "config.json"
 
     @property
     def metrics_path(self) -> Path:
+        """``OUT/metrics.jsonl``: one JSON object per iteration."""
         return self.path / "metrics.jsonl"
 
     @property
     def comparisons_path(self) -> Path:
+        """``OUT/comparisons.npz``: every label of the run."""
         return self.path / "comparisons.npz"
 
     def is_run(self) -> bool:
@@ -149,6 +152,7 @@ class RunDir:
         self._tb.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """All metrics records logged so far, in order (empty if none)."""
         if not self.metrics_path.is_file():
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]

@@ -97,6 +97,7 @@ class TrainConfig:
             raise ValueError(f"horizon {self.horizon} is shorter than fragment_length {self.fragment_length}")
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of every field (what ``config.json`` holds)."""
         return dataclasses.asdict(self)
 
 
@@ -136,6 +137,7 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: str) -> None:
+    """Write ``config`` as indented JSON to ``path``."""
     with open(path, "w") as f:
         json.dump(config.to_dict(), f, indent=2)
 

@@ -30,8 +30,10 @@ CARTPOLE_COS_ID = "rlhfkit/CartPoleCos-v0"
 class CartPoleCosEnv(CartPoleEnv):
     """CartPole with true reward ``cos θ`` per step and no termination (use a 200-step limit).
 
-    The observation is CartPole's ``(x, ẋ, θ, θ̇)``; the bounds of the observation space are
-    infinite because the cart and the pole may leave CartPole's usual limits.
+    The observation is CartPole's ``(x, ẋ, θ, θ̇)`` with the pole angle wrapped to ``[-π, π)``,
+    since without termination the pole can swing all the way round (the dynamics depend on θ
+    only through ``sin θ`` and ``cos θ``, so wrapping changes nothing else). The bounds of the
+    observation space are infinite because the cart may leave CartPole's usual track.
     """
 
     def __init__(self, render_mode: str | None = None) -> None:
@@ -40,8 +42,12 @@ class CartPoleCosEnv(CartPoleEnv):
         self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        obs, _, _, truncated, info = super().step(action)
+        """CartPole dynamics; reward ``cos θ`` of the new state; never terminated."""
+        _, _, _, truncated, info = super().step(action)
         self.steps_beyond_terminated = None  # no termination: never warn about stepping past it
+        # the pole may swing all the way round: keep θ in [-π, π) (the dynamics only use sin, cos)
+        self.state[2] = (self.state[2] + math.pi) % (2 * math.pi) - math.pi
+        obs = np.array(self.state, dtype=np.float32)
         return obs, float(math.cos(float(self.state[2]))), False, truncated, info
 
 
@@ -74,10 +80,12 @@ class FixedHorizon(gym.Wrapper):
         self._absorbed: np.ndarray | None = None
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        """Reset the wrapped env and the step counter."""
         self._t, self._absorbed = 0, None
         return self.env.reset(**kwargs)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Step the wrapped env, or stay in the absorbing state after it terminated."""
         self._t += 1
         if self._absorbed is not None:
             obs, reward, info = self._absorbed, 0.0, {"absorbing": True}

@@ -52,6 +52,7 @@ class RunResult:
 
     @property
     def mean_return(self) -> float:
+        """Mean true return over the evaluation episodes."""
         return float(np.mean(self.eval_returns))
 
 

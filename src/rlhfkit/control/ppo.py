@@ -89,6 +89,7 @@ class RunningMeanStd(nn.Module):
 
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
+        """Fold a batch ``x (N, D)`` into the running statistics."""
         x = x.to(torch.float64)
         n, mean, var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
         delta, total = mean - self.mean, self.count + n
@@ -97,6 +98,7 @@ class RunningMeanStd(nn.Module):
         self.count.copy_(total)
 
     def normalize(self, x: Tensor, clip: float = 10.0) -> Tensor:
+        """Standardise ``x (..., D)`` and clip to ``[-clip, clip]``."""
         return ((x - self.mean.float()) / torch.sqrt(self.var.float() + 1e-8)).clamp(-clip, clip)
 
 
@@ -138,6 +140,7 @@ class Rollout:
 
     @property
     def n_transitions(self) -> int:
+        """``T · N``, the env steps in the rollout."""
         return int(self.rewards.size)
 
 

@@ -46,12 +46,19 @@ class LearnedReward(gym.vector.VectorWrapper):
         self._resetting = np.zeros(env.num_envs, dtype=bool)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        """Reset all sub-envs and remember the observations for the next step's reward."""
         obs, info = self.env.reset(**kwargs)
         self._obs = np.asarray(obs)
         self._resetting[:] = False
         return obs, info
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Step all sub-envs; the reward is ``reward_fn(previous obs, actions)``, ``(N,)``.
+
+        Raises:
+            RuntimeError: if called before :meth:`reset`.
+            ValueError: if ``reward_fn`` returns the wrong shape.
+        """
         if self._obs is None:
             raise RuntimeError("call reset() before step()")
         obs, true_reward, terminated, truncated, info = self.env.step(actions)

@@ -81,6 +81,7 @@ class _EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features).uniform_(-bound, bound))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(E, N, i) → (E, N, o)``."""
         return torch.baddbmm(self.bias, x, self.weight)
 
 
@@ -112,6 +113,7 @@ class RewardEnsemble(nn.Module):
 
     @property
     def ensemble_size(self) -> int:
+        """Number of members ``E``."""
         return self.config.ensemble_size
 
     def features(self, obs: Tensor, acts: Tensor) -> Tensor:
