@@ -31,6 +31,14 @@ Confidence intervals are percentile bootstrap intervals (Efron & Tibshirani 1993
 comparisons resampled with replacement, the model refitted from the point estimate.
 
 Units: strengths are natural log-odds; ``s_a − s_b = 1`` means ``P[a beats b] = σ(1) ≈ 0.73``.
+
+Example — a leaderboard of checkpoints from human votes::
+
+    votes = Comparisons.from_names(["ckpt-3", "ckpt-3", "ckpt-2"], ["ckpt-1", "ckpt-2", "ckpt-1"],
+                                   ties=[False, True, False])
+    board = fit_bradley_terry(votes, RankConfig(n_bootstrap=200))
+    board.table()                          # rows strongest first: name, strength, lower, upper, …
+    board.predict_proba("ckpt-3", "ckpt-1")  # (1,) P[ckpt-3 wins]; Davidson keeps ties apart
 """
 
 from __future__ import annotations

@@ -107,9 +107,14 @@ def train_cmd(
 
 @app.command("demo")
 def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="Run directory."),
-             seed: int = typer.Option(0, help="Random seed.")) -> None:
-    """The main job: Pendulum-v1 from 200 oracle labels and 50k env steps."""
-    _train("Pendulum-v1", 200, 50_000, "oracle", seed, out, False, None, None, None)
+             seed: int = typer.Option(0, help="Random seed."),
+             baseline: bool = typer.Option(True, help="Also run PPO on the true reward, for the curve.")) -> None:
+    """The main job: Pendulum-v1 from 200 oracle labels and 50k env steps (and the true-reward baseline)."""
+    base_dir = None
+    if baseline:
+        base_dir = out.parent / (out.name + "-baseline")
+        baseline_cmd(env="Pendulum-v1", steps=50_000, seed=seed, out=base_dir, set_=None)
+    _train("Pendulum-v1", 200, 50_000, "oracle", seed, out, False, None, None, base_dir)
 
 
 @app.command("baseline")
