@@ -3,7 +3,7 @@
 Routes::
 
     GET  /label?token=T   the page (a labeller's personal URL)
-    POST /api/next        claim the next query              (X-Label-Token header)
+    POST /api/next        claim the next query: {wait_s?}   (X-Label-Token header; wait_s: long poll)
     POST /api/label       answer it: {query_id, show_id, outcome, ranking?, reason?, next?}
     POST /api/undo        retract your last answer and show its query again
     GET  /api/progress    counts for the progress display
@@ -22,7 +22,10 @@ video and image types); responses carry a strict Content-Security-Policy and
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,11 @@ __all__ = ["DEFAULT_GUIDELINES", "MAX_BODY_BYTES", "create_app"]
 HERE = Path(__file__).parent
 MAX_BODY_BYTES = 16 * 1024
 """Largest accepted request body; an answer is well under 1 KiB."""
+
+MAX_WAIT_S = 30.0
+"""Longest long poll of ``/api/next`` (the page re-polls when it ends)."""
+POLL_S = 0.2
+"""How often a long poll looks for new queries."""
 
 MEDIA_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".gif": "image/gif", ".png": "image/png",
                ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -151,6 +159,7 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
         The ASGI app (serve it with uvicorn, or :func:`rlhfkit.app.start_server`).
     """
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.closing = threading.Event()  # set by ServerHandle.stop(): long polls end at once
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     guidelines_text = guidelines if guidelines is not None else DEFAULT_GUIDELINES
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -168,9 +177,9 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
         msg = {404: "not found", 405: "method not allowed: state changes only by POST"}.get(e.status_code, str(e.detail))
         return _error(e.status_code, msg)
 
-    def labeller(request: Request, *, allow_query: bool = False) -> Labeller:
-        token = request.headers.get("x-label-token")
-        if token is None and allow_query:
+    def labeller(request: Request, *, allow_query: bool = False, query_only: bool = False) -> Labeller:
+        token = None if query_only else request.headers.get("x-label-token")
+        if not token and (allow_query or query_only):
             token = request.query_params.get("token")
         if not token:
             raise _Reject(401, "missing labeller token: open your personal labelling URL (…/label?token=…); "
@@ -195,7 +204,7 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
     @app.get("/label", response_class=HTMLResponse)
     async def page(request: Request) -> HTMLResponse:
         try:
-            lab = labeller(request, allow_query=True)
+            lab = labeller(request, query_only=True)
         except _Reject as e:
             html = templates.get_template("message.html").render(title=title, heading="Cannot open the page",
                                                                  message=e.message)
@@ -208,10 +217,23 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
     @app.post("/api/next")
     async def api_next(request: Request) -> dict[str, Any]:
         lab = labeller(request)
-        await _json_body(request, max_body_bytes)
+        obj = await _json_body(request, max_body_bytes)
+        wait_s = obj.get("wait_s", 0)
+        if not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool) or not 0 <= wait_s <= MAX_WAIT_S:
+            raise _Reject(422, f"field 'wait_s' must be a number of seconds in [0, {MAX_WAIT_S}]")
+        deadline = time.monotonic() + wait_s
         shown = await run_in_threadpool(store.next_query, lab.id)
+        closing = app.state.closing
+        while shown is None and time.monotonic() < deadline and not closing.is_set():  # long poll
+            await asyncio.sleep(POLL_S)
+            if await run_in_threadpool(store.has_waiting, lab.id):
+                shown = await run_in_threadpool(store.next_query, lab.id)
         progress = await run_in_threadpool(store.progress, lab.id)
         return {"query": shown.to_json() if shown else None, "progress": progress}
+
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(status_code=204)
 
     @app.post("/api/label")
     async def api_label(request: Request) -> dict[str, Any]:

@@ -153,13 +153,14 @@ def _coerce(text: str, current: Any, where: str) -> Any:
         return tuple(int(x) for x in text.split(",") if x)
     if text.lower() == "none":
         return None
-    for cast in (int, float) if isinstance(current, (int, float)) or current is None else ():
+    casts = {float: (float,), int: (int,)}.get(type(current), (int, float) if current is None else ())
+    for cast in casts:
         try:
             return cast(text)
         except ValueError:
             continue
-    if isinstance(current, (int, float)):
-        raise ValueError(f"{where}: expected a number, got {text!r}")
+    if casts and current is not None:
+        raise ValueError(f"{where}: expected {type(current).__name__}, got {text!r}")
     return text
 
 

@@ -70,6 +70,12 @@ class PPOConfig:
     """Hidden widths of the policy and of the value MLP (tanh)."""
     log_std_init: float = 0.0
     """Initial log standard deviation of Gaussian policies."""
+    sde: bool = False
+    """Generalised state-dependent exploration (gSDE, Raffin et al. 2022): the exploration noise
+    is a linear function of the policy's last hidden features, resampled every
+    ``sde_sample_freq`` steps, so exploration is smooth in time (continuous actions only)."""
+    sde_sample_freq: int = 4
+    """Steps between resamples of the gSDE noise matrix (-1: once per rollout)."""
     normalize_obs: bool = True
     """Standardise observations with running statistics."""
     normalize_advantages: bool = True
@@ -173,7 +179,11 @@ class PPOAgent(nn.Module):
         h = config.hidden_sizes
         self.policy = _mlp((obs_dim, *h, self.act_dim), 0.01)
         self.value = _mlp((obs_dim, *h, 1), 1.0)
-        self.log_std = nn.Parameter(torch.full((self.act_dim,), config.log_std_init)) if not self.discrete else None
+        self.sde = config.sde and not self.discrete
+        std_shape = (h[-1], self.act_dim) if self.sde else (self.act_dim,)
+        self.log_std = nn.Parameter(torch.full(std_shape, float(config.log_std_init))) if not self.discrete else None
+        self._sde_noise: Tensor | None = None  # (h, act_dim) exploration matrix of gSDE
+        self._sde_steps = 0
         self.obs_rms = RunningMeanStd(obs_dim)
         if not self.discrete:
             self.register_buffer("act_low", torch.as_tensor(action_space.low, dtype=torch.float32))
@@ -187,9 +197,17 @@ class PPOAgent(nn.Module):
 
     def distribution(self, obs_n: Tensor) -> Categorical | Normal:
         """Action distribution for normalised observations ``(B, obs_dim)``."""
-        out = self.policy(obs_n)
         if self.discrete:
-            return Categorical(logits=out)
+            return Categorical(logits=self.policy(obs_n))
+        if self.sde:
+            latent = self.policy[:-1](obs_n)  # (B, h) last hidden features
+            mean = self.policy[-1](latent)
+            # Var[a_j] = Σ_i z_i² σ_ij² for a = μ + z·ε, ε_ij ~ N(0, σ_ij²) (Raffin et al. 2022, Eq. 3)
+            var = latent.detach() ** 2 @ self.log_std.exp() ** 2
+            dist = Normal(mean, torch.sqrt(var + 1e-6))
+            dist.latent = latent.detach()  # type: ignore[attr-defined]
+            return dist
+        out = self.policy(obs_n)
         return Normal(out, self.log_std.exp().expand_as(out))
 
     def _logprob(self, dist: Categorical | Normal, actions: Tensor) -> Tensor:
@@ -216,6 +234,16 @@ class PPOAgent(nn.Module):
     def _sample(self, dist: Categorical | Normal) -> Tensor:
         if self.discrete:
             return torch.multinomial(dist.probs, 1, generator=self.generator).squeeze(-1)
+        if self.sde:
+            freq = self.config.sde_sample_freq
+            n = dist.mean.shape[0]
+            stale = self._sde_noise is None or self._sde_noise.shape[0] != n
+            if stale or (freq > 0 and self._sde_steps % freq == 0):
+                # one exploration matrix per env: (N, h, act_dim)
+                self._sde_noise = torch.randn((n, *self.log_std.shape), generator=self.generator) * self.log_std.detach().exp()
+            self._sde_steps += 1
+            latent = dist.latent  # type: ignore[attr-defined]
+            return dist.mean + torch.bmm(latent.unsqueeze(1), self._sde_noise).squeeze(1)
         eps = torch.randn(dist.mean.shape, generator=self.generator)
         return dist.mean + dist.stddev * eps
 
@@ -229,6 +257,7 @@ class PPOAgent(nn.Module):
         read from ``info["true_reward"]`` when a learned-reward wrapper provides it.
         """
         T, N = n_steps or self.config.n_steps, envs.num_envs
+        self._sde_noise, self._sde_steps = None, 0
         buf: dict[str, list] = {k: [] for k in ("obs", "actions", "env_actions", "logprobs", "values",
                                                   "next_values", "rewards", "true_rewards", "terminated", "episode_end")}
         ep_ret, ep_true = np.zeros(N), np.zeros(N)

@@ -12,8 +12,9 @@ environment; :data:`STATE_SETTERS` holds one setter per environment family:
   their cosines and sines.
 - MuJoCo locomotion (``HalfCheetah``, ``Hopper``, ``Walker2d``, ``Swimmer``, ``Ant``,
   ``InvertedPendulum``): the observation is ``qpos[k:]`` then ``qvel`` (the first ``k``
-  coordinates — the x (and y) position — are excluded from it), so ``qpos[:k]`` is set to 0 and
-  the body is drawn in place. Use ``MUJOCO_GL=egl`` on a machine without a display (set here
+  coordinates — the x (and y) position — are excluded from it). The root position starts at 0
+  and is integrated from the root velocity ``qvel[:k]`` over the fragment, so running forward
+  shows as running forward. Use ``MUJOCO_GL=egl`` on a machine without a display (set here
   when unset).
 
 Videos are written with ``imageio`` and the ``ffmpeg`` that ships in the ``imageio-ffmpeg``
@@ -53,19 +54,37 @@ def _acrobot(env: Any, obs: np.ndarray, act: np.ndarray) -> None:
     env.state = np.array([math.atan2(s1, c1), math.atan2(s2, c2), d1, d2], dtype=np.float64)
 
 
-def _mujoco(excluded: int) -> StateSetter:
-    def setter(env: Any, obs: np.ndarray, act: np.ndarray) -> None:
+class _MujocoSetter:
+    """Restores ``qpos[excluded:]`` and ``qvel`` from the observation; ``qpos[:excluded]`` (the
+    root's x, y position, absent from the observation) comes from ``root`` — :class:`ClipRenderer`
+    integrates it from the root velocity so a clip shows forward progress — or is 0."""
+
+    mujoco = True
+
+    def __init__(self, excluded: int) -> None:
+        self.excluded = excluded
+
+    def root_velocity(self, env: Any, obs: np.ndarray) -> np.ndarray:
+        """The root's ``(excluded,)`` velocity in the observation (``qvel[:excluded]``)."""
+        nq = int(env.model.nq)
+        return np.asarray(obs[nq - self.excluded: nq], dtype=np.float64)
+
+    def __call__(self, env: Any, obs: np.ndarray, act: np.ndarray, root: np.ndarray | None = None) -> None:
+        k = self.excluded
         nq, nv = int(env.model.nq), int(env.model.nv)
-        need = nq - excluded + nv
+        need = nq - k + nv
         if obs.shape[0] < need:
-            raise ValueError(f"observation has {obs.shape[0]} values, but qpos[{excluded}:] and qvel need {need}: "
+            raise ValueError(f"observation has {obs.shape[0]} values, but qpos[{k}:] and qvel need {need}: "
                              "was the env made with exclude_current_positions_from_observation=False?")
         qpos = np.zeros(nq, dtype=np.float64)
-        qpos[excluded:] = obs[: nq - excluded]
-        qvel = np.asarray(obs[nq - excluded: need], dtype=np.float64)
-        env.set_state(qpos, qvel)
+        if root is not None:
+            qpos[:k] = root
+        qpos[k:] = obs[: nq - k]
+        env.set_state(qpos, np.asarray(obs[nq - k: need], dtype=np.float64))
 
-    return setter
+
+def _mujoco(excluded: int) -> StateSetter:
+    return _MujocoSetter(excluded)
 
 
 STATE_SETTERS: dict[str, StateSetter] = {
@@ -148,7 +167,10 @@ class ClipRenderer:
 
             if self.env_id not in gym.registry and self.env_id.startswith("rlhfkit/"):
                 import rlhfkit.control.envs  # noqa: F401  (registers rlhfkit/CartPoleCos-v0)
-            env = gym.make(self.env_id, render_mode="rgb_array")
+            kwargs: dict[str, Any] = {}
+            if getattr(self.setter, "mujoco", False):  # render at the clip's size: software GL is slow
+                kwargs = {"width": self.max_size, "height": self.max_size}
+            env = gym.make(self.env_id, render_mode="rgb_array", **kwargs)
             env.reset(seed=0)
             self._env = env
         return self._env
@@ -165,9 +187,17 @@ class ClipRenderer:
         """``(F, H, W, 3)`` uint8 frames of ``fragment``, ``F = ceil(T / frame_skip)``; H, W even."""
         env = self._make()
         inner = env.unwrapped
+        roots = None
+        if isinstance(self.setter, _MujocoSetter) and self.setter.excluded > 0:
+            # integrate the root position from its velocity: x_t = Σ_{s<t} ẋ_s · dt
+            vel = np.stack([self.setter.root_velocity(inner, o) for o in fragment.obs])  # (T, k)
+            roots = np.vstack([np.zeros((1, vel.shape[1])), np.cumsum(vel[:-1] * float(inner.dt), axis=0)])
         out = []
         for t in range(0, len(fragment), self.frame_skip):
-            self.setter(inner, fragment.obs[t], fragment.acts[t])
+            if roots is not None:
+                self.setter(inner, fragment.obs[t], fragment.acts[t], roots[t])  # type: ignore[call-arg]
+            else:
+                self.setter(inner, fragment.obs[t], fragment.acts[t])
             frame = np.asarray(env.render())
             if frame.ndim != 3:
                 raise ValueError(f"{self.env_id} rendered a frame of shape {frame.shape}, expected (H, W, 3)")

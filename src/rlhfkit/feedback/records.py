@@ -23,11 +23,16 @@ class Outcome(IntEnum):
     TIE = 2
     SKIP = 3
     """The teacher could not or would not compare (B-Pref's skip); not used for training."""
+    BOTH_BAD = 4
+    """Neither fragment is any good (a person's answer); trained as a tie, target 0.5."""
+    CANT_TELL = 5
+    """The fragments are incomparable; dropped like SKIP (Christiano et al. 2017, §2.2.3)."""
 
     @property
     def target(self) -> float | None:
-        """``P[left ≻ right]`` as a training label: 1.0, 0.0, 0.5 for a tie, None for a skip."""
-        return {Outcome.LEFT: 1.0, Outcome.RIGHT: 0.0, Outcome.TIE: 0.5}.get(self)
+        """``P[left ≻ right]`` as a training label: 1.0, 0.0, 0.5 for a tie or both bad, None for
+        SKIP and CANT_TELL (not used for training)."""
+        return {Outcome.LEFT: 1.0, Outcome.RIGHT: 0.0, Outcome.TIE: 0.5, Outcome.BOTH_BAD: 0.5}.get(self)
 
 
 def _readonly(x: np.ndarray) -> np.ndarray:

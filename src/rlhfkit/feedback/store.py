@@ -649,6 +649,31 @@ class Store:
                 return None
             raise
 
+    def set_labeller_token(self, name: str, token: str | None = None) -> str:
+        """Give ``name`` a new token (registering them if new) and return it; the old one stops working.
+
+        Raises:
+            InvalidInputError: for a bad name or a short token.
+            ConflictError: if another labeller holds ``token``.
+        """
+        if token is not None and len(token) < 16:
+            raise InvalidInputError("a labeller token must be at least 16 characters long")
+        token = token or secrets.token_urlsafe(24)
+        digest = _hash_token(token)
+        if not any(lab.name == name.strip() for lab in self.labellers()):
+            return self.add_labeller(name, token)
+
+        def fn(conn: Connection) -> None:
+            other = conn.execute(select(labellers.c.name).where(labellers.c.token_hash == digest)).scalar()
+            if other is not None and other != name.strip():
+                raise ConflictError("that token is already in use by another labeller")
+            conn.execute(labellers.update().where(labellers.c.name == name.strip()).values(token_hash=digest))
+
+        self._write(fn)
+        self._tokens_loaded = 0.0
+        self._load_tokens()
+        return token
+
     def labellers(self) -> list[Labeller]:
         """Every registered labeller, oldest first."""
         with self._read() as conn:
@@ -665,6 +690,8 @@ class Store:
         if not token or len(token) > 512:
             return None
         digest = _hash_token(token)
+        if time.monotonic() - self._tokens_loaded > 5.0:  # tokens changed by another process expire here
+            self._load_tokens()
         found = self._match_token(digest)
         if found is None and time.monotonic() - self._tokens_loaded > 1.0:
             self._load_tokens()
@@ -827,6 +854,15 @@ class Store:
                                                      shown_at=now)).inserted_primary_key[0]
         conn.execute(queries.update().where(queries.c.id == row.id).values(shown_at=now))
         return Shown(show_id, _query(row), tuple(order), now)
+
+    def has_waiting(self, labeller_id: int) -> bool:
+        """Whether an open query still needs an answer from this labeller (a cheap read)."""
+        mine = (select(labels.c.id).where(labels.c.query_id == queries.c.id, labels.c.labeller_id == labeller_id,
+                                          labels.c.retracted_at.is_(None)).exists())
+        stmt = select(queries.c.id).where(queries.c.status == "open", queries.c.n_labels < queries.c.labels_needed,
+                                          ~mine).limit(1)
+        with self._read() as conn:
+            return conn.execute(stmt).first() is not None
 
     # -- answering ----------------------------------------------------------------------------
 

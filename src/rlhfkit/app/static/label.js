@@ -15,6 +15,7 @@
   let picks = [];         // ranking: display positions picked so far, best first
   let acks = 0;           // answers and undos the server acknowledged (tests wait on it)
   let statusTimer = null;
+  let view = 0;           // bumped by every show(): a late long poll must not replace a newer view
 
   async function api(path, payload) {
     const res = await fetch(path, {
@@ -131,6 +132,7 @@
   }
 
   function show(q) {
+    view += 1;
     clearTimeout(pollTimer);
     stopVideos();
     current = q; picks = [];
@@ -154,7 +156,7 @@
     if (!q) {
       body.dataset.state = "empty";
       setEnabled(false);
-      pollTimer = setTimeout(load, 2000);
+      pollTimer = setTimeout(() => load(20), 50);  // long poll: the server answers when a query arrives
       return;
     }
     if (q.kind === "ranking") {
@@ -168,12 +170,15 @@
     setEnabled(true);
   }
 
-  async function load() {
+  async function load(waitS) {
+    const seen = view;
     try {
-      const d = await api("/api/next");
+      const d = await api("/api/next", waitS ? { wait_s: waitS } : {});
+      if (seen !== view) return;  // an undo showed something meanwhile (its query stays leased to us)
       setProgress(d.progress);
       show(d.query);
     } catch (e) {
+      if (seen !== view) return;
       setStatus(e.message, "error");
       pollTimer = setTimeout(load, 3000);
     }
