@@ -500,6 +500,23 @@ def test_ppo_discrete_collect_and_update_on_cartpole_cos():
     assert 0.0 <= metrics["policy/clip_fraction"] <= 1.0 and metrics["policy/approx_kl"] >= 0.0
 
 
+def test_ppo_collect_records_each_step_obs_even_when_the_vector_env_reuses_its_buffer():
+    # BUG (src/rlhfkit/control/ppo.py:287, PPOAgent.collect): `buf[k].append(np.asarray(v))` keeps
+    # a view of the env's observation buffer. With SyncVectorEnv(copy=False) that buffer is
+    # rewritten in place every step, so every row of rollout.obs ends up equal to the last
+    # observation. Fix: append `np.array(v, copy=True)` (at least for "obs").
+    cfg = PPOConfig(n_envs=2, n_steps=5, hidden_sizes=(8,))
+    vec = gym.vector.SyncVectorEnv([lambda: make_env(CARTPOLE_COS_ID) for _ in range(2)], copy=False,
+                                   autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    agent = PPOAgent(vec.single_observation_space, vec.single_action_space, cfg, seed=0)
+    obs, _ = vec.reset(seed=0)
+    first = obs.copy()
+    rollout, _ = agent.collect(vec, obs)
+    vec.close()
+    np.testing.assert_array_equal(rollout.obs[0], first)
+    assert not np.array_equal(rollout.obs[0], rollout.obs[-1])
+
+
 def test_ppo_continuous_collect_and_update_on_pendulum():
     cfg = PPOConfig(**SMALL, log_std_init=1.5)  # σ ≈ 4.5: many sampled actions leave [-2, 2]
     agent, rollout = _collect("Pendulum-v1", cfg, horizon=16)

@@ -127,6 +127,8 @@ def test_outcome_target():
     assert Outcome.RIGHT.target == 0.0
     assert Outcome.TIE.target == 0.5
     assert Outcome.SKIP.target is None
+    assert Outcome.BOTH_BAD.target == 0.5  # a person's "both bad" trains as a tie
+    assert Outcome.CANT_TELL.target is None  # incomparable: not used for training
 
 
 # --------------------------------------------------------------------------------------------

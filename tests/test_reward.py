@@ -163,6 +163,20 @@ def test_comparisons_to_batch_drops_skips_and_keeps_targets_in_order():
     torch.testing.assert_close(sub.target, torch.tensor([0.0, 1.0]))
 
 
+def test_comparisons_to_batch_drops_cant_tell_and_keeps_both_bad_as_a_tie():
+    # BUG (src/rlhfkit/reward/ensemble.py:179, comparisons_to_batch): only Outcome.SKIP is dropped,
+    # but Outcome.CANT_TELL also has target None ("dropped like SKIP", records.py), so a single
+    # CANT_TELL label makes line 191 raise "TypeError: must be real number, not NoneType" and
+    # fit_reward_ensemble / train crash on human labels. Fix: keep `c.outcome.target is not None`.
+    model = RewardEnsemble(4, 1, False, RewardConfig(ensemble_size=2, hidden_sizes=(4,)))
+    f = linear_fragments(6, np.random.default_rng(0))
+    comparisons = [Comparison(f[0], f[1], Outcome.LEFT), Comparison(f[2], f[3], Outcome.CANT_TELL),
+                   Comparison(f[4], f[5], Outcome.BOTH_BAD)]
+    batch = comparisons_to_batch(comparisons, model)
+    torch.testing.assert_close(batch.target, torch.tensor([1.0, 0.5]))
+    torch.testing.assert_close(batch.right_x, stack_features(model, [f[1], f[5]]))
+
+
 def test_all_skipped_or_ragged_comparisons_raise():
     model = RewardEnsemble(4, 1, False, RewardConfig(ensemble_size=2, hidden_sizes=(4,)))
     f = linear_fragments(4, np.random.default_rng(0))

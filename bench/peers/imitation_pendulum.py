@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rec), flush=True)
         if args.json:
             os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json, "w") as f:
-                json.dump(records, f, indent=1)
+            with open(args.json, "w") as f:  # one line: a JSON list of records
+                f.write(json.dumps(records) + "\n")
     return 0
 
 

@@ -110,7 +110,7 @@ def stats_cmd(store: str = typer.Option(..., help=STORE_HELP)) -> None:
     finally:
         s.close()
     rep = agreement_report(labels)
-    console.print(f"{progress['total_labels']} answers; {progress['waiting']} queries waiting; "
+    console.print(f"{progress['answered']} answers; {progress['waiting']} queries waiting; "
                   f"{rep.multi_labelled} queries answered by 2+ labellers")
     t = Table(title="labellers")
     for col in ("labeller", "answers (no skips)", "agreement with majority", "queries counted"):

@@ -176,7 +176,7 @@ queries = Table(
     CheckConstraint(f"kind IN {QUERY_KINDS!r}", name="ck_queries_kind"),
     CheckConstraint(f"status IN {_STATUSES!r}", name="ck_queries_status"),
     CheckConstraint("labels_needed >= 1", name="ck_queries_labels_needed"),
-    Index("ix_queries_serve", "status", "priority"),
+    Index("ix_queries_serve", "status", sa.desc("priority"), "id"),
     Index("ix_queries_batch", "batch"),
 )
 
@@ -980,8 +980,8 @@ class Store:
         """Counts for a progress display.
 
         Returns:
-            ``answered`` (active labels, of this labeller if given), ``waiting`` (open queries
-            still needing an answer — from this labeller if given), ``total_labels``.
+            ``answered`` (active labels, of this labeller if given) and ``waiting`` (open queries
+            still needing an answer — from this labeller if given).
         """
         with self._read() as conn:
             return self._progress(conn, labeller_id)
@@ -989,17 +989,17 @@ class Store:
     @staticmethod
     def _progress(conn: Connection, labeller_id: int | None) -> dict[str, int]:
         active = labels.c.retracted_at.is_(None)
-        answered = select(func.count()).select_from(labels).where(active)
-        waiting = select(func.count()).select_from(queries).where(queries.c.status == "open",
-                                                                  queries.c.n_labels < queries.c.labels_needed)
-        if labeller_id is not None:
-            answered = answered.where(labels.c.labeller_id == labeller_id)
-            mine = (select(labels.c.id).where(labels.c.query_id == queries.c.id, labels.c.labeller_id == labeller_id,
-                                              active).exists())
-            waiting = waiting.where(~mine)
-        total = select(func.count()).select_from(labels).where(active)
-        return {"answered": int(conn.execute(answered).scalar()), "waiting": int(conn.execute(waiting).scalar()),
-                "total_labels": int(conn.execute(total).scalar())}
+        needs = (queries.c.status == "open") & (queries.c.n_labels < queries.c.labels_needed)
+        open_needing = int(conn.execute(select(func.count()).select_from(queries).where(needs)).scalar())
+        if labeller_id is None:
+            answered = int(conn.execute(select(func.count()).select_from(labels).where(active)).scalar())
+            return {"answered": answered, "waiting": open_needing}
+        answered = int(conn.execute(select(func.count()).select_from(labels)
+                                    .where(labels.c.labeller_id == labeller_id, active)).scalar())
+        mine_open = int(conn.execute(select(func.count()).select_from(labels)
+                                     .join(queries, queries.c.id == labels.c.query_id)
+                                     .where(labels.c.labeller_id == labeller_id, active, needs)).scalar())
+        return {"answered": answered, "waiting": open_needing - mine_open}
 
     def batch_progress(self, batch: str) -> dict[str, int]:
         """``{"total", "done", "open", "closed", "cancelled", "last_answer_at"}`` for one batch."""
