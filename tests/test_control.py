@@ -84,7 +84,8 @@ def test_fixed_horizon_absorbs_after_an_inner_termination():
         FixedHorizon(_FallsAt(3), horizon=0)
 
 
-def test_fixed_horizon_on_hopper_truncates_exactly_at_the_horizon():
+def test_fixed_horizon_on_hopper_truncates_exactly_at_the_horizon(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo appends model-compiler warnings to ./MUJOCO_LOG.TXT
     env = make_env("Hopper-v5", horizon=30)
     env.action_space.seed(0)
     for episode in range(2):
@@ -95,8 +96,9 @@ def test_fixed_horizon_on_hopper_truncates_exactly_at_the_horizon():
     env.close()
 
 
-def test_fixed_horizon_on_hopper_absorbs_after_the_hopper_falls():
+def test_fixed_horizon_on_hopper_absorbs_after_the_hopper_falls(tmp_path, monkeypatch):
     # Random actions make Hopper fall (inner termination) well inside 60 steps.
+    monkeypatch.chdir(tmp_path)  # MuJoCo appends model-compiler warnings to ./MUJOCO_LOG.TXT
     env = make_env("Hopper-v5", horizon=60)
     env.action_space.seed(1)
     env.reset(seed=1)
@@ -230,7 +232,7 @@ def test_learned_reward_rejects_bad_use():
 
 
 def test_learned_reward_sees_previous_obs_even_when_the_vector_env_reuses_its_buffer():
-    # BUG (src/rlhfkit/control/wrappers.py:51 and :74): `self._obs = np.asarray(obs)` keeps a view
+    # Regression test (bug fixed in src/rlhfkit/control/wrappers.py:51 and :74): `self._obs = np.asarray(obs)` keeps a view
     # of the vector env's observation buffer. A SyncVectorEnv(copy=False) writes the next
     # observations into that same buffer in place, so reward_fn is called with o_{t+1} instead
     # of o_t. Fix: `self._obs = np.array(obs, copy=True)` in reset() and step().
@@ -389,7 +391,7 @@ def test_label_schedule_sums_exactly_to_the_budget_after_the_initial_batch(total
 
 @pytest.mark.parametrize("total_steps,total_labels", [(8192, 20), (20480, 20), (51200, 200)])
 def test_label_schedule_is_non_increasing(total_steps, total_labels):
-    # BUG (src/rlhfkit/control/loop.py:71-72, label_schedule): rounding the cumulative sum and
+    # Regression test (bug fixed in src/rlhfkit/control/loop.py:71-72, label_schedule): rounding the cumulative sum and
     # differencing does not preserve the decreasing rate T0/(T+T0). E.g. make_config(CartPoleCos,
     # total_steps=20480, total_labels=20) gives [3, 3, 1, 2, 2, 1, 1, 1, 1], and the default-ish
     # 51200 steps / 200 labels gives [..., 5, 4, 4, 5, 3, ...]. Fix: per_iter = floor(w/Σw · rest),
@@ -501,7 +503,7 @@ def test_ppo_discrete_collect_and_update_on_cartpole_cos():
 
 
 def test_ppo_collect_records_each_step_obs_even_when_the_vector_env_reuses_its_buffer():
-    # BUG (src/rlhfkit/control/ppo.py:287, PPOAgent.collect): `buf[k].append(np.asarray(v))` keeps
+    # Regression test (bug fixed in src/rlhfkit/control/ppo.py:287, PPOAgent.collect): `buf[k].append(np.asarray(v))` keeps
     # a view of the env's observation buffer. With SyncVectorEnv(copy=False) that buffer is
     # rewritten in place every step, so every row of rollout.obs ends up equal to the last
     # observation. Fix: append `np.array(v, copy=True)` (at least for "obs").

@@ -164,7 +164,7 @@ def test_comparisons_to_batch_drops_skips_and_keeps_targets_in_order():
 
 
 def test_comparisons_to_batch_drops_cant_tell_and_keeps_both_bad_as_a_tie():
-    # BUG (src/rlhfkit/reward/ensemble.py:179, comparisons_to_batch): only Outcome.SKIP is dropped,
+    # Regression test (bug fixed in src/rlhfkit/reward/ensemble.py:179, comparisons_to_batch): only Outcome.SKIP is dropped,
     # but Outcome.CANT_TELL also has target None ("dropped like SKIP", records.py), so a single
     # CANT_TELL label makes line 191 raise "TypeError: must be real number, not NoneType" and
     # fit_reward_ensemble / train crash on human labels. Fix: keep `c.outcome.target is not None`.

@@ -68,8 +68,9 @@ def label_schedule(config: TrainConfig, n_iterations: int) -> list[int]:
     t0 = config.label_decay_steps or max(config.total_steps // 4, 1)
     steps = config.rollout_steps * (1 + np.arange(n_iterations))
     w = t0 / (steps + t0)
-    cum = np.round(np.cumsum(w / w.sum()) * rest).astype(int)
-    return np.diff(np.concatenate([[0], cum])).tolist()
+    labels = np.floor(w / w.sum() * rest).astype(int)
+    labels[: rest - labels.sum()] += 1  # hand out the remainder first: exact sum, still non-increasing
+    return labels.tolist()
 
 
 def _features(model: RewardEnsemble, rollout: Rollout) -> torch.Tensor:
@@ -154,7 +155,7 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
         save_comparisons(run.comparisons_path, comparisons)
         fit = _fit(model, comparisons, rollout, config.seed, config.reward_epochs_initial)
         record = {"iteration": -1, "env_steps": env_steps, "labels": len(comparisons),
-                  "true_return": float(np.mean(rollout.episode_true_returns or [np.nan])),
+                  "true_return": float(np.mean(rollout.episode_true_returns)) if rollout.episode_true_returns else None,
                   "wall_s": time.perf_counter() - start, **fit}
         run.log(record)
         if on_iteration:

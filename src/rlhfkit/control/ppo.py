@@ -265,7 +265,8 @@ class PPOAgent(nn.Module):
         done_true: list[float] = []
         start = time.perf_counter()
         for _ in range(T):
-            o = torch.as_tensor(obs, dtype=torch.float32)
+            obs = np.array(obs, dtype=np.float32, copy=True)  # the env may reuse its buffer in step()
+            o = torch.as_tensor(obs)
             if update_obs_stats and self.config.normalize_obs:
                 self.obs_rms.update(o)
             o_n = self._norm(o)

@@ -48,7 +48,7 @@ class LearnedReward(gym.vector.VectorWrapper):
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
         """Reset all sub-envs and remember the observations for the next step's reward."""
         obs, info = self.env.reset(**kwargs)
-        self._obs = np.asarray(obs)
+        self._obs = np.array(obs, copy=True)  # the env may reuse its buffer
         self._resetting[:] = False
         return obs, info
 
@@ -71,5 +71,5 @@ class LearnedReward(gym.vector.VectorWrapper):
             reward = np.where(self._resetting, 0.0, reward)
             info["reset_step"] = self._resetting.copy()
             self._resetting = np.asarray(terminated | truncated)
-        self._obs = np.asarray(obs)
+        self._obs = np.array(obs, copy=True)  # the env may reuse its buffer
         return obs, reward, terminated, truncated, info

@@ -177,6 +177,7 @@ queries = Table(
     CheckConstraint(f"status IN {_STATUSES!r}", name="ck_queries_status"),
     CheckConstraint("labels_needed >= 1", name="ck_queries_labels_needed"),
     Index("ix_queries_serve", "status", sa.desc("priority"), "id"),
+    Index("ix_queries_open", "status", "n_labels", "labels_needed"),
     Index("ix_queries_batch", "batch"),
 )
 
@@ -206,11 +207,46 @@ labels = Table(
     Column("reason", Text, nullable=True),
     Column("retracted_at", Float, nullable=True),
     CheckConstraint(f"outcome IN {(*PAIR_OUTCOMES, RANKING)!r}", name="ck_labels_outcome"),
-    Index("ix_labels_labeller", "labeller_id", "answered_at"),
+    Index("ix_labels_labeller", "labeller_id", "retracted_at", "answered_at"),
 )
 # at most one active (not undone) label per (query, labeller): a retried POST never duplicates
 Index("uq_labels_active", labels.c.query_id, labels.c.labeller_id, unique=True,
       sqlite_where=labels.c.retracted_at.is_(None), postgresql_where=labels.c.retracted_at.is_(None))
+
+# Hot-path statements, built once: SQLAlchemy then reuses their compiled form. All parametrised.
+_b = sa.bindparam
+_ACTIVE = labels.c.retracted_at.is_(None)
+_ANSWERED_BY_ME = select(labels.c.id).where(labels.c.query_id == queries.c.id, labels.c.labeller_id == _b("lab"),
+                                            _ACTIVE).exists()
+_NEEDS = (queries.c.status == "open") & (queries.c.n_labels < queries.c.labels_needed)
+_SQL_LABELLER = select(labellers.c.name).where(labellers.c.id == _b("lab"))
+_SQL_MY_SHOW = (select(shows.c.id, shows.c.shown_order, shows.c.query_id)
+                .join(queries, queries.c.id == shows.c.query_id)
+                .where(shows.c.labeller_id == _b("lab"), shows.c.answered_at.is_(None), shows.c.shown_at > _b("cutoff"),
+                       queries.c.status == "open", ~_ANSWERED_BY_ME)
+                .order_by(shows.c.shown_at.desc(), shows.c.id.desc()).limit(1))
+_LEASES = (select(func.count()).select_from(shows)
+           .where(shows.c.query_id == queries.c.id, shows.c.answered_at.is_(None), shows.c.shown_at > _b("cutoff"),
+                  shows.c.labeller_id != _b("lab"))
+           .scalar_subquery())
+_SQL_NEXT = (select(queries)
+             .where(queries.c.status == "open", queries.c.n_labels + _LEASES < queries.c.labels_needed, ~_ANSWERED_BY_ME)
+             .order_by(queries.c.priority.desc(), queries.c.id).limit(1))
+_SQL_NEXT_LOCKING = _SQL_NEXT.with_for_update(skip_locked=True, of=queries)
+_SQL_HAS_WAITING = select(queries.c.id).where(_NEEDS, ~_ANSWERED_BY_ME).limit(1)
+_SQL_QUERY = select(queries).where(queries.c.id == _b("qid"))
+_SQL_SHOW = select(shows).where(shows.c.id == _b("sid"))
+_SQL_TOUCH_SHOW = shows.update().where(shows.c.id == _b("sid")).values(shown_at=_b("now"))
+_SQL_TOUCH_QUERY = queries.update().where(queries.c.id == _b("qid")).values(shown_at=_b("now"))
+_SQL_ANSWER_SHOW = shows.update().where(shows.c.id == _b("sid")).values(answered_at=_b("now"))
+_SQL_COUNT_QUERY = (queries.update().where(queries.c.id == _b("qid"))
+                    .values(n_labels=_b("n"), status=_b("st")))
+_SQL_ACTIVE_LABEL = select(labels).where(labels.c.query_id == _b("qid"), labels.c.labeller_id == _b("lab"), _ACTIVE)
+_SQL_OPEN_NEEDING = select(func.count()).select_from(queries).where(_NEEDS)
+_SQL_ALL_ANSWERED = select(func.count()).select_from(labels).where(_ACTIVE)
+_SQL_MY_ANSWERED = select(func.count()).select_from(labels).where(labels.c.labeller_id == _b("lab"), _ACTIVE)
+_SQL_MY_OPEN = (select(func.count()).select_from(labels).join(queries, queries.c.id == labels.c.query_id)
+                .where(labels.c.labeller_id == _b("lab"), _ACTIVE, _NEEDS))
 
 Migration = Callable[[Connection], None]
 MIGRATIONS: dict[int, Migration] = {}
@@ -523,6 +559,7 @@ class Store:
         self._tokens: list[tuple[str, Labeller]] = []
         self._tokens_loaded = 0.0
         self._tokens_lock = threading.Lock()
+        self._names: dict[int, str] = {}  # labeller id → name (names never change)
 
     @staticmethod
     def _sqlite_events(engine: Engine) -> None:
@@ -818,51 +855,27 @@ class Store:
         return self._write(lambda conn: self._next(conn, labeller_id, time.time()))
 
     def _next(self, conn: Connection, labeller_id: int, now: float) -> Shown | None:
-        if conn.execute(select(labellers.c.id).where(labellers.c.id == labeller_id)).first() is None:
-            raise NotFoundError(f"unknown labeller id {labeller_id}")
-        cutoff = now - self.lease_s
-        answered_by_me = (select(labels.c.id).where(labels.c.query_id == queries.c.id,
-                                                    labels.c.labeller_id == labeller_id,
-                                                    labels.c.retracted_at.is_(None)).exists())
-        mine = conn.execute(
-            select(shows.c.id, shows.c.shown_order, shows.c.query_id)
-            .join(queries, queries.c.id == shows.c.query_id)
-            .where(shows.c.labeller_id == labeller_id, shows.c.answered_at.is_(None), shows.c.shown_at > cutoff,
-                   queries.c.status == "open", ~answered_by_me)
-            .order_by(shows.c.shown_at.desc(), shows.c.id.desc()).limit(1)
-        ).first()
+        self._name(conn, labeller_id)  # raises for an unknown labeller
+        p = {"lab": labeller_id, "cutoff": now - self.lease_s}
+        mine = conn.execute(_SQL_MY_SHOW, p).first()
         if mine is not None:  # a reload, or the query just undone: the same showing again
-            conn.execute(shows.update().where(shows.c.id == mine.id).values(shown_at=now))
-            conn.execute(queries.update().where(queries.c.id == mine.query_id).values(shown_at=now))
-            q = conn.execute(select(queries).where(queries.c.id == mine.query_id)).one()
+            conn.execute(_SQL_TOUCH_SHOW, {"sid": mine.id, "now": now})
+            conn.execute(_SQL_TOUCH_QUERY, {"qid": mine.query_id, "now": now})
+            q = conn.execute(_SQL_QUERY, {"qid": mine.query_id}).one()
             return Shown(mine.id, _query(q), tuple(mine.shown_order), now)
-        leases = (select(func.count()).select_from(shows)
-                  .where(shows.c.query_id == queries.c.id, shows.c.answered_at.is_(None), shows.c.shown_at > cutoff,
-                         shows.c.labeller_id != labeller_id)
-                  .scalar_subquery())
-        stmt = (select(queries)
-                .where(queries.c.status == "open", queries.c.n_labels + leases < queries.c.labels_needed,
-                       ~answered_by_me)
-                .order_by(queries.c.priority.desc(), queries.c.id).limit(1))
-        if not self.is_sqlite:
-            stmt = stmt.with_for_update(skip_locked=True, of=queries)
-        row = conn.execute(stmt).first()
+        row = conn.execute(_SQL_NEXT if self.is_sqlite else _SQL_NEXT_LOCKING, p).first()
         if row is None:
             return None
         order = self._shuffled(len(row.items))
-        show_id = conn.execute(shows.insert().values(query_id=row.id, labeller_id=labeller_id, shown_order=order,
-                                                     shown_at=now)).inserted_primary_key[0]
-        conn.execute(queries.update().where(queries.c.id == row.id).values(shown_at=now))
+        show_id = conn.execute(shows.insert(), {"query_id": row.id, "labeller_id": labeller_id, "shown_order": order,
+                                                "shown_at": now, "answered_at": None}).inserted_primary_key[0]
+        conn.execute(_SQL_TOUCH_QUERY, {"qid": row.id, "now": now})
         return Shown(show_id, _query(row), tuple(order), now)
 
     def has_waiting(self, labeller_id: int) -> bool:
         """Whether an open query still needs an answer from this labeller (a cheap read)."""
-        mine = (select(labels.c.id).where(labels.c.query_id == queries.c.id, labels.c.labeller_id == labeller_id,
-                                          labels.c.retracted_at.is_(None)).exists())
-        stmt = select(queries.c.id).where(queries.c.status == "open", queries.c.n_labels < queries.c.labels_needed,
-                                          ~mine).limit(1)
         with self._read() as conn:
-            return conn.execute(stmt).first() is not None
+            return conn.execute(_SQL_HAS_WAITING, {"lab": labeller_id}).first() is not None
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -901,40 +914,40 @@ class Store:
 
         def fn(conn: Connection) -> LabelResult:
             now = time.time()
-            q = conn.execute(select(queries).where(queries.c.id == query_id)).first()
+            q = conn.execute(_SQL_QUERY, {"qid": query_id}).first()
             if q is None:
                 raise NotFoundError(f"unknown query id {query_id}")
-            s = conn.execute(select(shows).where(shows.c.id == show_id)).first()
+            s = conn.execute(_SQL_SHOW, {"sid": show_id}).first()
             if s is None:
                 raise NotFoundError(f"unknown show id {show_id}")
             if s.query_id != query_id or s.labeller_id != labeller_id:
                 raise InvalidInputError(f"show {show_id} is not a showing of query {query_id} to this labeller")
             order = list(s.shown_order)
             canon_outcome, canon_ranking = _canonical(q.kind, len(q.items), order, outcome, ranking)
-            prev = conn.execute(select(labels).where(labels.c.query_id == query_id,
-                                                     labels.c.labeller_id == labeller_id,
-                                                     labels.c.retracted_at.is_(None))).first()
+            name = self._name(conn, labeller_id)
+            prev = conn.execute(_SQL_ACTIVE_LABEL, {"qid": query_id, "lab": labeller_id}).first()
             if prev is not None:
-                same = prev.outcome == canon_outcome and (prev.ranking or None) == canon_ranking
-                if same:
-                    lab = _label(prev, self._name(conn, labeller_id))
+                if prev.outcome == canon_outcome and (prev.ranking or None) == canon_ranking:  # a retried POST
                     nxt = self._next(conn, labeller_id, now) if want_next else None
-                    return LabelResult(lab, True, nxt, self._progress(conn, labeller_id))
+                    return LabelResult(_label(prev, name), True, nxt)
                 raise ConflictError(f"you already answered query {query_id} ({prev.outcome}); undo it first (key u)")
-            label_id = conn.execute(labels.insert().values(
-                query_id=query_id, labeller_id=labeller_id, show_id=show_id, outcome=canon_outcome,
-                ranking=canon_ranking, shown_order=order, shown_at=s.shown_at, answered_at=now, reason=reason,
-                retracted_at=None)).inserted_primary_key[0]
-            conn.execute(shows.update().where(shows.c.id == show_id).values(answered_at=now))
+            values = {"query_id": query_id, "labeller_id": labeller_id, "show_id": show_id, "outcome": canon_outcome,
+                      "ranking": canon_ranking, "shown_order": order, "shown_at": s.shown_at, "answered_at": now,
+                      "reason": reason, "retracted_at": None}
+            label_id = conn.execute(labels.insert(), values).inserted_primary_key[0]
+            conn.execute(_SQL_ANSWER_SHOW, {"sid": show_id, "now": now})
             n = q.n_labels + 1
             status = "done" if q.status == "open" and n >= q.labels_needed else q.status
-            conn.execute(queries.update().where(queries.c.id == query_id).values(n_labels=n, status=status))
-            row = conn.execute(select(labels).where(labels.c.id == label_id)).one()
-            lab = _label(row, self._name(conn, labeller_id))
+            conn.execute(_SQL_COUNT_QUERY, {"qid": query_id, "n": n, "st": status})
+            lab = Label(label_id, query_id, labeller_id, name, canon_outcome,
+                        tuple(canon_ranking) if canon_ranking is not None else None, tuple(order), s.shown_at, now,
+                        reason, None, show_id)
             nxt = self._next(conn, labeller_id, now) if want_next else None
-            return LabelResult(lab, False, nxt, self._progress(conn, labeller_id))
+            return LabelResult(lab, False, nxt)
 
-        return self._write(fn)
+        res = self._write(fn)
+        res.progress.update(self.progress(labeller_id))
+        return res
 
     def undo_last(self, labeller_id: int) -> tuple[Label, Shown]:
         """Retract the labeller's most recent active answer and show its query again.
@@ -988,18 +1001,12 @@ class Store:
 
     @staticmethod
     def _progress(conn: Connection, labeller_id: int | None) -> dict[str, int]:
-        active = labels.c.retracted_at.is_(None)
-        needs = (queries.c.status == "open") & (queries.c.n_labels < queries.c.labels_needed)
-        open_needing = int(conn.execute(select(func.count()).select_from(queries).where(needs)).scalar())
+        open_needing = int(conn.execute(_SQL_OPEN_NEEDING).scalar())
         if labeller_id is None:
-            answered = int(conn.execute(select(func.count()).select_from(labels).where(active)).scalar())
-            return {"answered": answered, "waiting": open_needing}
-        answered = int(conn.execute(select(func.count()).select_from(labels)
-                                    .where(labels.c.labeller_id == labeller_id, active)).scalar())
-        mine_open = int(conn.execute(select(func.count()).select_from(labels)
-                                     .join(queries, queries.c.id == labels.c.query_id)
-                                     .where(labels.c.labeller_id == labeller_id, active, needs)).scalar())
-        return {"answered": answered, "waiting": open_needing - mine_open}
+            return {"answered": int(conn.execute(_SQL_ALL_ANSWERED).scalar()), "waiting": open_needing}
+        p = {"lab": labeller_id}
+        answered = int(conn.execute(_SQL_MY_ANSWERED, p).scalar())
+        return {"answered": answered, "waiting": open_needing - int(conn.execute(_SQL_MY_OPEN, p).scalar())}
 
     def batch_progress(self, batch: str) -> dict[str, int]:
         """``{"total", "done", "open", "closed", "cancelled", "last_answer_at"}`` for one batch."""
@@ -1069,12 +1076,14 @@ class Store:
             out[r.query_id].append(_label(r, r.labeller_name))
         return out
 
-    @staticmethod
-    def _name(conn: Connection, labeller_id: int) -> str:
-        name = conn.execute(select(labellers.c.name).where(labellers.c.id == labeller_id)).scalar()
+    def _name(self, conn: Connection, labeller_id: int) -> str:
+        name = self._names.get(labeller_id)
         if name is None:
-            raise NotFoundError(f"unknown labeller id {labeller_id}")
-        return str(name)
+            name = conn.execute(_SQL_LABELLER, {"lab": labeller_id}).scalar()
+            if name is None:
+                raise NotFoundError(f"unknown labeller id {labeller_id}")
+            self._names[labeller_id] = name = str(name)
+        return name
 
     # -- TRL preference format ----------------------------------------------------------------
 

@@ -171,14 +171,14 @@ class RewardEnsemble(nn.Module):
 
 
 def comparisons_to_batch(comparisons: Sequence[Comparison], model: RewardEnsemble) -> ComparisonBatch:
-    """Stack comparisons into tensors, dropping skipped ones.
+    """Stack comparisons into tensors, dropping those without a training label (skips).
 
     Raises:
         ValueError: if no comparison has a usable label or fragments differ in length.
     """
-    kept = [c for c in comparisons if c.outcome is not Outcome.SKIP]
+    kept = [c for c in comparisons if c.outcome.target is not None]  # SKIP, CANT_TELL carry no label
     if not kept:
-        raise ValueError("no usable comparisons (all were skipped or the list is empty)")
+        raise ValueError("no usable comparisons (all were skipped / can't tell, or the list is empty)")
     lengths = {len(c.left) for c in kept}
     if len(lengths) != 1:
         raise ValueError(f"all fragments must have one length to batch, got lengths {sorted(lengths)}")
