@@ -654,3 +654,30 @@ def test_comparisons_file_errors(tmp_path):
     np.savez(bad, outcome=np.zeros(2, dtype=np.int64))
     with pytest.raises(ValueError, match=r"not a comparisons file, missing fields \['left_acts'"):
         load_comparisons(bad)
+
+
+def test_gsde_noise_is_held_for_sde_sample_freq_steps_and_logprobs_match_the_gaussian():
+    # gSDE (Raffin et al. 2022): a = μ(s) + z(s)·ε with ε held for sde_sample_freq steps, so with
+    # frozen features z the noise a - μ is the same linear map of z within a window; the
+    # log-prob is that of N(μ, sqrt(z² · σ²)).
+    # 2 hidden features < 4 steps per window: the least-squares fit below is over-determined
+    cfg = PPOConfig(**{**SMALL, "n_steps": 8, "hidden_sizes": (2,)}, sde=True, sde_sample_freq=4, log_std_init=-1.0)
+    agent, rollout = _collect("Pendulum-v1", cfg, horizon=200, update_obs_stats=False)
+    obs_n = agent._norm(torch.as_tensor(rollout.obs.reshape(-1, 3)))
+    dist = agent.distribution(obs_n)
+    acts = torch.as_tensor(rollout.actions.reshape(-1, 1))
+    logprobs = agent._logprob(dist, acts).detach().numpy()
+    np.testing.assert_allclose(logprobs, rollout.logprobs.reshape(-1), rtol=1e-5, atol=1e-5)
+    z = dist.latent.reshape(8, 2, -1)  # (T, N, h)
+    noise = (acts - dist.mean).detach().reshape(8, 2)
+    for n in range(2):
+        for window in (slice(0, 4), slice(4, 8)):
+            # least squares ε from the window's 4 steps must explain every step of that window
+            eps = torch.linalg.lstsq(z[window, n], noise[window, n].unsqueeze(-1)).solution
+            pred = (z[window, n] @ eps).squeeze(-1)
+            np.testing.assert_allclose(pred.numpy(), noise[window, n].numpy(), atol=1e-4)
+        # ... while one ε for all 8 steps cannot: the matrix was resampled after 4 steps
+        eps = torch.linalg.lstsq(z[:, n], noise[:, n].unsqueeze(-1)).solution
+        assert not np.allclose((z[:, n] @ eps).squeeze(-1).numpy(), noise[:, n].numpy(), atol=1e-3)
+    metrics = agent.update(rollout)
+    assert all(math.isfinite(v) for v in metrics.values())
