@@ -75,7 +75,7 @@ def scripted_person(url: str, store, stop: threading.Event, errors: list, answer
 def test_pendulum_learns_from_a_person_in_the_browser(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     seed, episodes = 0, 20
-    config = make_config("Pendulum-v1", total_labels=40, total_steps=16_384, fragment_length=25, seed=seed,
+    config = make_config("Pendulum-v1", total_labels=60, total_steps=32_768, fragment_length=25, seed=seed,
                          eval_episodes=episodes, teacher="human")
     teacher, url, stop_server = start_human_teacher(
         None, tmp_path / "run", "Pendulum-v1", port=0, timeout_s=120, grace_s=0.0, poll_s=0.05,
@@ -91,7 +91,7 @@ def test_pendulum_learns_from_a_person_in_the_browser(tmp_path: Path) -> None:
         person.join(30)
         assert errors == []
         labels, queries = store.labels(), {q.id: q for q in store.queries()}
-        assert result.labels == 40 and len(labels) == 40 and len(answered) == 40
+        assert result.labels == 60 and len(labels) == 60 and len(answered) == 60
         assert all(q.kind == "clip_pair" and q.status == "closed" for q in queries.values())
         assert all((store.media_dir / it["media"]).is_file() for q in queries.values() for it in q.items)
         for lab in labels:  # the store holds the true-reward answer to each pair, in canonical terms
@@ -104,5 +104,5 @@ def test_pendulum_learns_from_a_person_in_the_browser(tmp_path: Path) -> None:
         stop_server()
     random = float(np.mean(random_policy_returns("Pendulum-v1", episodes, 1_000_000 + 1000 * seed)))
     learned = result.mean_return
-    assert learned > random + 50, f"learned {learned:.0f} vs random {random:.0f} (true return, {episodes} episodes)"
+    assert learned > random + 150, f"learned {learned:.0f} vs random {random:.0f} (true return, {episodes} episodes)"
     assert time.monotonic() - start < 120

@@ -102,11 +102,14 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # imitation's tuned Pendulum setting for its PPO (n_steps 2048 over 8 envs, lr 2e-3, γ 0.97,
-    # clip 0.1, entropy 0.01, 32×32 nets), which is also what works here.
+    # imitation's tuned Pendulum PPO (2048 steps over 8 envs, lr 2e-3, γ 0.97, clip 0.1, entropy
+    # 0.01, 32×32 nets) with 20 epochs per update instead of 10: with a true 50k-step budget
+    # there are only 23 updates. Measured here over seeds 0-2 (200 oracle labels): mean true
+    # return -174 with 20 epochs vs -197 with 10; entropy 0, γ 0.9, gSDE and 128-step rollouts
+    # were all worse.
     "Pendulum-v1": {
         "fragment_length": 50,
-        "ppo": PPOConfig(n_envs=8, n_steps=256, batch_size=64, n_epochs=10, lr=2e-3, gamma=0.97, gae_lambda=0.95,
+        "ppo": PPOConfig(n_envs=8, n_steps=256, batch_size=64, n_epochs=20, lr=2e-3, gamma=0.97, gae_lambda=0.95,
                          clip_range=0.1, ent_coef=0.01, hidden_sizes=(32, 32)),
     },
     CARTPOLE_COS_ID: {
