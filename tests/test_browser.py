@@ -112,6 +112,8 @@ def test_label_by_keyboard_and_click_with_undo(served) -> None:
         assert page.inner_text("#prompt").startswith("<script>window.hacked = 1</script>")
         assert page.locator("#prompt script").count() == 0 and page.evaluate("() => window.hacked") is None
         assert "<b>bold</b>" in page.inner_text("#query") and page.locator("#query b").count() == 0
+        assert page.is_visible("#text-left") and not page.is_visible("#clip-left")
+        assert not page.is_visible("#ranking-buttons")
         answered(lambda: page.keyboard.press("2"))
 
         # 3. by click: Tie;  4. by click: Both bad
@@ -137,6 +139,8 @@ def test_label_by_keyboard_and_click_with_undo(served) -> None:
 
         # 8. the ranking: positions 3, 1, 2 (best first), then Enter
         assert page.get_attribute("#query", "data-kind") == "ranking"
+        assert not page.is_visible("#pair") and not page.is_visible("#pair-buttons")
+        assert page.is_visible("#ranking") and page.is_disabled("#submit-ranking")
         shown.append(current())
         for key in ("3", "1", "2"):
             page.keyboard.press(key)
