@@ -428,6 +428,7 @@ def test_make_config_applies_presets_and_ignores_none():
         # 25% of 4 labels is a first batch of 1, too few to fit the reward model on
         ({"total_labels": 4}, r"initial batch would hold 1 label\(s\).*needs at least 2"),
         ({"initial_label_frac": 0.0}, r"initial_label_frac must be in \(0, 1\]"),
+        ({"initial_label_count": 50}, r"total_labels \(--labels\) 40 is smaller than the initial batch of 50"),
         ({"total_steps": 4095}, r"total_steps=4095 is less than two rollouts of 2048 steps"),
         ({"teacher": "grumpy"}, r"unknown teacher 'grumpy'"),
         ({"fragment_length": 300}, r"fragment_length must be in \[1, n_steps=256\], got 300"),

@@ -28,6 +28,8 @@ class TrainConfig:
     initial_label_frac: float = 0.25
     """Fraction of the label budget asked before any policy training, on rollouts of the
     initial (random) policy; the paper front-loads 25%."""
+    initial_label_count: int | None = None
+    """Explicit size of the initial batch of labels; overrides ``initial_label_frac``."""
     fragment_length: int = 50
     """Steps per trajectory fragment."""
     query_selection: Literal["random", "disagreement"] = "disagreement"
@@ -53,7 +55,10 @@ class TrainConfig:
 
     @property
     def initial_labels(self) -> int:
-        """Labels asked before policy training: ``round(initial_label_frac · total_labels)``, ≥ 1."""
+        """Labels asked before policy training: ``initial_label_count`` if set, else
+        ``round(initial_label_frac · total_labels)`` (at least 1)."""
+        if self.initial_label_count is not None:
+            return self.initial_label_count
         return max(1, round(self.initial_label_frac * self.total_labels))
 
     @property
@@ -76,7 +81,8 @@ class TrainConfig:
             raise ValueError(f"initial_label_frac must be in (0, 1], got {self.initial_label_frac}")
         if self.total_labels < self.initial_labels:
             raise ValueError(
-                f"total_labels={self.total_labels} is smaller than the initial batch of {self.initial_labels} labels"
+                f"total_labels (--labels) {self.total_labels} is smaller than the initial batch of "
+                f"{self.initial_labels} labels (initial_label_count)"
             )
         if self.initial_labels < 2:
             raise ValueError(
