@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rlhfkit.app import start_human_teacher
-from rlhfkit.control import make_config, train
+from rlhfkit.control import PPOConfig, make_config, train
 from rlhfkit.feedback import Outcome
 from rlhfkit.feedback.human import load_query_pair
 from test_browser import launch
@@ -75,8 +75,12 @@ def scripted_person(url: str, store, stop: threading.Event, errors: list, answer
 def test_pendulum_learns_from_a_person_in_the_browser(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     seed, episodes = 0, 20
+    # PPO pinned (imitation's tuned Pendulum setting, 10 epochs per update) so the test does not move
+    # with the preset; 60 labels and 32k steps take the agent from about -1,180 to about -750.
+    ppo = PPOConfig(n_envs=8, n_steps=256, batch_size=64, n_epochs=10, lr=2e-3, gamma=0.97, gae_lambda=0.95,
+                    clip_range=0.1, ent_coef=0.01, hidden_sizes=(32, 32))
     config = make_config("Pendulum-v1", total_labels=60, total_steps=32_768, fragment_length=25, seed=seed,
-                         eval_episodes=episodes, teacher="human")
+                         eval_episodes=episodes, teacher="human", ppo=ppo)
     teacher, url, stop_server = start_human_teacher(
         None, tmp_path / "run", "Pendulum-v1", port=0, timeout_s=120, grace_s=0.0, poll_s=0.05,
         show_progress=False, frame_skip=5, max_size=128, render_workers=2)

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rlhfkit.feedback import Fragment, Outcome
+from rlhfkit.feedback import Fragment, Outcome, Teacher
 from rlhfkit.feedback import store as store_mod
 from rlhfkit.feedback.clips import ClipRenderer, state_setter_for
 from rlhfkit.feedback.human import HumanTeacher, combine_outcomes, comparisons_from_store, load_query_pair
@@ -473,6 +473,7 @@ def scripted_labeller(store: Store, name: str, stop: threading.Event) -> threadi
 def test_human_teacher_returns_the_people_s_answers(store: Store) -> None:
     pairs = pairs_with_known_order(7)
     teacher = HumanTeacher(store, render=False, grace_s=0.0, poll_s=0.02, show_progress=False, labels_per_query=2)
+    assert isinstance(teacher, Teacher) and teacher.name == "human"  # the loop's Teacher protocol
     stop = threading.Event()
     threads = [scripted_labeller(store, name, stop) for name in ("ann", "bob")]
     try:

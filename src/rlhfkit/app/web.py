@@ -47,8 +47,9 @@ MAX_BODY_BYTES = 16 * 1024
 
 MAX_WAIT_S = 30.0
 """Longest long poll of ``/api/next`` (the page re-polls when it ends)."""
-POLL_S = 0.2
-"""How often a long poll looks for new queries."""
+POLL_S = 0.5
+"""How often a long poll looks in the database for queries posted by another process (queries
+posted in this process are seen within 20 ms)."""
 
 MEDIA_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".gif": "image/gif", ".png": "image/png",
                ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -215,28 +216,34 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
         return HTMLResponse(html)
 
     @app.post("/api/next")
-    async def api_next(request: Request) -> dict[str, Any]:
+    async def api_next(request: Request) -> JSONResponse:
         lab = labeller(request)
         obj = await _json_body(request, max_body_bytes)
         wait_s = obj.get("wait_s", 0)
         if not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool) or not 0 <= wait_s <= MAX_WAIT_S:
             raise _Reject(422, f"field 'wait_s' must be a number of seconds in [0, {MAX_WAIT_S}]")
         deadline = time.monotonic() + wait_s
-        shown = await run_in_threadpool(store.next_query, lab.id)
-        closing = app.state.closing
+
+        def claim() -> tuple[Any, dict[str, int]]:  # one thread hop: claim and count
+            return store.next_query(lab.id), store.progress(lab.id)
+
+        shown, progress = await run_in_threadpool(claim)
+        closing, seen, checked = app.state.closing, store.version, time.monotonic()
         while shown is None and time.monotonic() < deadline and not closing.is_set():  # long poll
-            await asyncio.sleep(POLL_S)
-            if await run_in_threadpool(store.has_waiting, lab.id):
-                shown = await run_in_threadpool(store.next_query, lab.id)
-        progress = await run_in_threadpool(store.progress, lab.id)
-        return {"query": shown.to_json() if shown else None, "progress": progress}
+            await asyncio.sleep(0.02)
+            # look again when this process posted queries, and every POLL_S for other processes
+            if store.version != seen or time.monotonic() - checked >= POLL_S:
+                seen, checked = store.version, time.monotonic()
+                if await run_in_threadpool(store.has_waiting, lab.id):
+                    shown, progress = await run_in_threadpool(claim)
+        return JSONResponse({"query": shown.to_json() if shown else None, "progress": progress})
 
     @app.get("/favicon.ico")
     async def favicon() -> Response:
         return Response(status_code=204)
 
     @app.post("/api/label")
-    async def api_label(request: Request) -> dict[str, Any]:
+    async def api_label(request: Request) -> JSONResponse:
         lab = labeller(request)
         obj = await _json_body(request, max_body_bytes)
         query_id, show_id = _int_field(obj, "query_id"), _int_field(obj, "show_id")
@@ -259,7 +266,7 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
         out: dict[str, Any] = {"label_id": res.label.id, "duplicate": res.duplicate, "progress": res.progress}
         if want_next:
             out["query"] = res.next.to_json() if res.next else None
-        return out
+        return JSONResponse(out)
 
     @app.post("/api/undo")
     async def api_undo(request: Request) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def _summary(result, title: str, baseline_path: Optional[Path] = None) -> None:
 
 def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, seed: int, out: Path,
            resume: bool, query: Optional[str], fragment_length: Optional[int], baseline: Optional[Path],
-           overrides: Optional[list[str]] = None) -> None:
+           overrides: Optional[list[str]] = None, human: Optional[dict] = None) -> None:
     from rlhfkit.control.config import apply_overrides, make_config
     from rlhfkit.control.loop import train
     from rlhfkit.control.plots import plot_learning_curve
@@ -77,9 +77,23 @@ def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, 
             raise ValueError(f"--baseline {baseline}: no metrics.jsonl there (run `rlhf control baseline` first)")
         console.print(f"[bold]Deep RL from preferences[/] on {config.env_id}: {config.total_labels} labels "
                       f"({config.teacher} teacher), {config.total_steps} env steps, seed {config.seed} → {out}")
-        result = _progress_run(config.total_steps, lambda cb: train(config, str(out), resume=resume, on_iteration=cb),
-                               "training")
-    except ValueError as e:
+        human_teacher, stop = None, None
+        if config.teacher == "human":
+            from rlhfkit.app import start_human_teacher
+
+            h = human or {}
+            human_teacher, url, stop = start_human_teacher(h.get("store"), out, config.env_id, host=h.get("host", "127.0.0.1"),
+                                                           port=h.get("port", 8000), timeout_s=h.get("timeout_s"),
+                                                           token=h.get("token"))
+            console.print(f"[bold green]Label at:[/] {url}\n(open it in a browser; training waits for your answers)")
+        try:
+            result = _progress_run(config.total_steps, lambda cb: train(config, str(out), resume=resume,
+                                                                        teacher=human_teacher, on_iteration=cb),
+                                   "training")
+        finally:
+            if stop is not None:
+                stop()
+    except (ValueError, PermissionError, TimeoutError) as e:
         _fail(str(e))
     png = plot_learning_curve(out, out / "curve.png", baseline=baseline)
     _summary(result, f"{env} from {result.labels} {teacher} labels", baseline)
@@ -91,7 +105,8 @@ def train_cmd(
     env: str = typer.Option("Pendulum-v1", help="gymnasium env id, e.g. Pendulum-v1, rlhfkit/CartPoleCos-v0, Hopper-v5."),
     labels: Optional[int] = typer.Option(None, help="Label budget (comparisons). Default: 200."),
     steps: Optional[int] = typer.Option(None, help="Env-step budget. Default: 50000."),
-    teacher: str = typer.Option("oracle", help="Synthetic teacher: oracle|stochastic|mistake|skip|equal|myopic."),
+    teacher: str = typer.Option("oracle", help="oracle|stochastic|mistake|skip|equal|myopic (synthetic), or human "
+                                "(serves the labelling page and waits for a person's answers)."),
     seed: int = typer.Option(0, help="Random seed."),
     out: Path = typer.Option(..., help="Run directory to write."),
     resume: bool = typer.Option(False, help="Continue the run saved in --out."),
@@ -100,9 +115,16 @@ def train_cmd(
     baseline: Optional[Path] = typer.Option(None, help="A baseline run dir to draw on the learning curve."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config field: KEY=VALUE, "
                                              "e.g. --set ppo.loss=kl_penalty --set reward.ensemble_size=5."),
+    store: Optional[str] = typer.Option(None, help="--teacher human: preference store URL or SQLite path "
+                                        "(default OUT/labels.sqlite)."),
+    host: str = typer.Option("127.0.0.1", help="--teacher human: address of the labelling page."),
+    port: int = typer.Option(8000, help="--teacher human: port of the labelling page (0: any free port)."),
+    token: Optional[str] = typer.Option(None, help="--teacher human: labeller token (required beyond 127.0.0.1)."),
+    label_timeout: Optional[float] = typer.Option(3600.0, help="--teacher human: longest wait for one batch, s."),
 ) -> None:
-    """Learn a task from synthetic preferences: the true reward is seen only by the teacher."""
-    _train(env, labels, steps, teacher, seed, out, resume, query, fragment_length, baseline, set_)
+    """Learn a task from preferences: the true reward is seen only by a synthetic teacher, or a person."""
+    human = {"store": store, "host": host, "port": port, "token": token, "timeout_s": label_timeout}
+    _train(env, labels, steps, teacher, seed, out, resume, query, fragment_length, baseline, set_, human)
 
 
 @app.command("demo")

@@ -39,7 +39,8 @@ def serve_cmd(
     port: int = typer.Option(8000, help="Port to bind (0: any free port)."),
     token: Optional[str] = typer.Option(None, help="Token (16+ characters) for labeller --labeller.",
                                         envvar="RLHF_LABEL_TOKEN"),
-    labeller: str = typer.Option("local", help="Labeller that --token (or a fresh token) belongs to."),
+    labeller: str = typer.Option("local", help="Labeller that --token belongs to; on 127.0.0.1 without --token "
+                                               "this labeller gets a fresh token (printed) at each start."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of media/ (default: the SQLite file's folder)."),
     guidelines: Optional[Path] = typer.Option(None, help="A text file with the guidelines shown on the page."),
 ) -> None:

@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-__all__ = ["CARTPOLE_COS_ID", "CartPoleCosEnv", "FixedHorizon", "check_env_id", "make_env", "make_vec_env"]
+__all__ = ["CARTPOLE_COS_ID", "CartPoleCosEnv", "FixedHorizon", "check_env_id", "env_seeds", "make_env", "make_vec_env"]
 
 CARTPOLE_COS_ID = "rlhfkit/CartPoleCos-v0"
 
@@ -120,7 +120,7 @@ def make_env(env_id: str, *, horizon: int | None = None, render_mode: str | None
 
 
 def make_vec_env(env_id: str, num_envs: int, *, seed: int, horizon: int | None = None) -> gym.vector.VectorEnv:
-    """A synchronous vector env in ``SAME_STEP`` autoreset mode, seeded ``seed, seed+1, ...``.
+    """A synchronous vector env in ``SAME_STEP`` autoreset mode, its sub-envs seeded by :func:`env_seeds`.
 
     Args:
         env_id: gymnasium id, e.g. ``Pendulum-v1`` or :data:`CARTPOLE_COS_ID`.
@@ -138,6 +138,15 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int, horizon: int | None =
         [lambda: make_env(env_id, horizon=horizon) for _ in range(num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
-    envs.reset(seed=seed)
+    envs.reset(seed=env_seeds(seed, num_envs))
     envs.action_space.seed(seed)
     return envs
+
+
+def env_seeds(seed: int, num_envs: int) -> list[int]:
+    """Independent per-env seeds for run seed ``seed`` (``numpy.random.SeedSequence``).
+
+    gymnasium's ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``, so runs with seeds 0 and 1
+    would share 7 of 8 env streams; these do not overlap.
+    """
+    return [int(x) for x in np.random.SeedSequence(seed).generate_state(num_envs)]

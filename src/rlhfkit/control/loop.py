@@ -27,7 +27,7 @@ import torch
 
 from rlhfkit.control.checkpoint import RunDir, load_comparisons, save_comparisons
 from rlhfkit.control.config import TrainConfig, config_from_dict, save_config
-from rlhfkit.control.envs import make_env, make_vec_env
+from rlhfkit.control.envs import env_seeds, make_env, make_vec_env
 from rlhfkit.control.ppo import PPOAgent, Rollout
 from rlhfkit.control.queries import select_queries
 from rlhfkit.control.wrappers import LearnedReward
@@ -134,7 +134,7 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
     schedule = label_schedule(config, n_iterations)
     start = time.perf_counter()
 
-    obs, _ = envs.reset(seed=config.seed)
+    obs, _ = envs.reset(seed=env_seeds(config.seed, cfg.n_envs))
     if resume:
         state = run.load(agent=agent, reward=model, optimizers={"agent": agent.optimizer})
         comparisons = load_comparisons(run.comparisons_path)
@@ -221,7 +221,7 @@ def train_baseline(config: TrainConfig, out: str, *, on_iteration: Callback | No
     torch.manual_seed(config.seed)
     envs = make_vec_env(config.env_id, config.ppo.n_envs, seed=config.seed, horizon=config.horizon)
     agent = PPOAgent(envs.single_observation_space, envs.single_action_space, config.ppo, seed=config.seed)
-    obs, _ = envs.reset(seed=config.seed)
+    obs, _ = envs.reset(seed=env_seeds(config.seed, config.ppo.n_envs))
     n_iterations = config.total_steps // config.rollout_steps
     start, env_steps = time.perf_counter(), 0
     for it in range(n_iterations):

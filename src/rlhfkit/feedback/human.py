@@ -18,6 +18,7 @@ To serve the page in-process, see :func:`rlhfkit.app.start_human_teacher`.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections import Counter
@@ -229,8 +230,11 @@ class HumanTeacher:
         posted: dict[int, Future] = {}
         if self.render:
             pool = self._executor()
-            for i in order:
-                posted[i] = pool.submit(self._render_and_post, batch, frag_rel, i, pairs[i], prio[i])
+            for i in order:  # most informative first; the two clips of a pair render in parallel
+                posted[i] = Future()
+                state = {"todo": 2, "lock": threading.Lock(), "media": [""] * 2}
+                for k in range(2):
+                    pool.submit(self._render_clip, batch, frag_rel, i, pairs[i], prio[i], k, state, posted[i])
         else:
             specs = [self._spec(frag_rel, i, pairs[i], prio[i], None) for i in range(B)]
             ids = self.store.add_queries(specs, batch=batch)
@@ -249,8 +253,6 @@ class HumanTeacher:
         return self._pool
 
     def _renderer(self) -> Any:
-        import threading
-
         from rlhfkit.feedback.clips import ClipRenderer
 
         key = threading.get_ident()
@@ -270,14 +272,30 @@ class HumanTeacher:
                  for side, f in (("A", left), ("B", right))]
         return QuerySpec("text_pair", items, priority=priority, labels_needed=self.labels_per_query, payload=payload)
 
-    def _render_and_post(self, batch: str, frag_rel: str, i: int, pair: Pair, priority: float) -> int:
-        renderer = self._renderer()
-        media = []
-        for side, frag in zip(("a", "b"), pair):
-            rel = f"{batch}/{i:04d}{side}.{self.fmt}"
-            renderer.render(frag, self.store.media_dir / rel)
-            media.append(rel)
-        return self.store.add_queries([self._spec(frag_rel, i, pair, priority, media)], batch=batch)[0]
+    def _render_clip(self, batch: str, frag_rel: str, i: int, pair: Pair, priority: float, k: int,
+                     state: dict[str, Any], posted: Future) -> None:
+        """Render clip ``k`` of pair ``i``; the second of the two to finish posts the query."""
+        if posted.done():  # cancelled (timeout) or failed
+            return
+        try:
+            rel = f"{batch}/{i:04d}{'ab'[k]}.{self.fmt}"
+            self._renderer().render(pair[k], self.store.media_dir / rel)
+        except BaseException as e:  # noqa: BLE001 - surfaces in _wait
+            with state["lock"]:
+                if posted.set_running_or_notify_cancel():
+                    posted.set_exception(e)
+            return
+        with state["lock"]:
+            state["media"][k] = rel
+            state["todo"] -= 1
+            if state["todo"] > 0 or not posted.set_running_or_notify_cancel():
+                return
+        try:
+            qid = self.store.add_queries([self._spec(frag_rel, i, pair, priority, state["media"])], batch=batch)[0]
+        except BaseException as e:  # noqa: BLE001 - surfaces in _wait
+            posted.set_exception(e)
+        else:
+            posted.set_result(qid)
 
     def _wait(self, batch: str, B: int, posted: dict[int, Future]) -> dict[int, Outcome]:
         start = time.monotonic()
@@ -367,7 +385,10 @@ class _Progress:
         self._bar = Progress(TextColumn("[bold]waiting for labels"), BarColumn(), MofNCompleteColumn(),
                              TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=True)
         self._task = self._bar.add_task("labels", total=total, info=f"· open {url}" if url else "")
-        self._bar.start()
+        try:
+            self._bar.start()
+        except Exception:  # noqa: BLE001 - another live display (e.g. the CLI's progress bar) is running
+            self._bar = None
 
     def update(self, info: dict[str, Any]) -> None:
         if self._bar is not None:

@@ -560,6 +560,8 @@ class Store:
         self._tokens_loaded = 0.0
         self._tokens_lock = threading.Lock()
         self._names: dict[int, str] = {}  # labeller id → name (names never change)
+        self.version = 0
+        """Bumped when this process posts, reopens or cancels queries (long polls watch it)."""
 
     @staticmethod
     def _sqlite_events(engine: Engine) -> None:
@@ -796,7 +798,9 @@ class Store:
         def fn(conn: Connection) -> list[int]:
             return [conn.execute(queries.insert().values(**row)).inserted_primary_key[0] for row in rows]
 
-        return self._write(fn) if rows else []
+        ids = self._write(fn) if rows else []
+        self.version += 1
+        return ids
 
     def add_query(self, kind: str, items: Sequence[dict[str, Any]], **kw: Any) -> int:
         """Post one query (see :meth:`add_queries`; ``batch`` and ``status`` go to it too)."""
@@ -934,7 +938,10 @@ class Store:
             values = {"query_id": query_id, "labeller_id": labeller_id, "show_id": show_id, "outcome": canon_outcome,
                       "ranking": canon_ranking, "shown_order": order, "shown_at": s.shown_at, "answered_at": now,
                       "reason": reason, "retracted_at": None}
-            label_id = conn.execute(labels.insert(), values).inserted_primary_key[0]
+            try:
+                label_id = conn.execute(labels.insert(), values).inserted_primary_key[0]
+            except sa.exc.IntegrityError:  # another process recorded this labeller's answer a moment ago
+                raise ConflictError(f"query {query_id} was just answered by you in another request; reload the page")
             conn.execute(_SQL_ANSWER_SHOW, {"sid": show_id, "now": now})
             n = q.n_labels + 1
             status = "done" if q.status == "open" and n >= q.labels_needed else q.status
@@ -985,7 +992,9 @@ class Store:
             undone = conn.execute(select(labels).where(labels.c.id == row.id)).one()
             return _label(undone, self._name(conn, labeller_id)), Shown(show_id, _query(q), tuple(order), now)
 
-        return self._write(fn)
+        out = self._write(fn)
+        self.version += 1
+        return out
 
     # -- progress, collection -----------------------------------------------------------------
 
@@ -1053,7 +1062,9 @@ class Store:
                                .values(status="cancelled"))
             return int(res.rowcount)
 
-        return self._write(fn)
+        n = self._write(fn)
+        self.version += 1
+        return n
 
     def labels(self, *, query_ids: Iterable[int] | None = None, include_retracted: bool = False) -> list[Label]:
         """Stored labels, oldest first (active only unless ``include_retracted``)."""
