@@ -1,7 +1,7 @@
-"""The human path end to end: the Christiano loop on Pendulum-v1 taught through the web page.
+"""The human path end to end: ``rlhf control train --teacher human`` on Pendulum-v1.
 
-:func:`rlhfkit.app.start_human_teacher` opens the store, serves the page and returns a
-:class:`~rlhfkit.feedback.human.HumanTeacher`; :func:`rlhfkit.control.train` asks it for labels.
+The command starts the labelling page in-process (:func:`rlhfkit.app.start_human_teacher`) and
+prints its URL; the Christiano loop asks the :class:`~rlhfkit.feedback.human.HumanTeacher` for labels.
 A scripted person in real headless Chromium watches each clip pair on the page and answers with
 the arrow keys from the true reward of what is shown (looked up from the fragments behind the
 query, as a person would judge the clips). The agent must end up better on the true reward than
@@ -10,18 +10,21 @@ a random policy, and the store must hold exactly the answers the loop trained on
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import torch
 
-from rlhfkit.app import start_human_teacher
-from rlhfkit.control import PPOConfig, make_config, train
 from rlhfkit.feedback import Outcome
 from rlhfkit.feedback.human import load_query_pair
+from rlhfkit.feedback.store import Store, store_url
 from test_browser import launch
 
 
@@ -72,30 +75,40 @@ def scripted_person(url: str, store, stop: threading.Event, errors: list, answer
         errors.append(repr(e))
 
 
-def test_pendulum_learns_from_a_person_in_the_browser(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
-    seed, episodes = 0, 20
+def test_rlhf_control_train_teacher_human_learns_pendulum_from_a_person_in_the_browser(tmp_path: Path) -> None:
+    seed, episodes, out = 0, 20, tmp_path / "run"
     # PPO pinned (imitation's tuned Pendulum setting, 10 epochs per update) so the test does not move
     # with the preset; 60 labels and 32k steps take the agent from about -1,180 to about -750.
-    ppo = PPOConfig(n_envs=8, n_steps=256, batch_size=64, n_epochs=10, lr=2e-3, gamma=0.97, gae_lambda=0.95,
-                    clip_range=0.1, ent_coef=0.01, hidden_sizes=(32, 32))
-    config = make_config("Pendulum-v1", total_labels=60, total_steps=32_768, fragment_length=25, seed=seed,
-                         eval_episodes=episodes, teacher="human", ppo=ppo)
-    teacher, url, stop_server = start_human_teacher(
-        None, tmp_path / "run", "Pendulum-v1", port=0, timeout_s=120, grace_s=0.0, poll_s=0.05,
-        show_progress=False, frame_skip=5, max_size=128, render_workers=2)
-    store = teacher.store
+    cmd = [sys.executable, "-m", "rlhfkit.cli", "control", "train", "--teacher", "human", "--env", "Pendulum-v1",
+           "--labels", "60", "--steps", "32768", "--fragment-length", "25", "--seed", str(seed), "--out", str(out),
+           "--port", "0", "--label-timeout", "120", "--set", f"eval_episodes={episodes}", "--set", "ppo.n_epochs=10",
+           "--label-set", "grace_s=0", "--label-set", "poll_s=0.05", "--label-set", "frame_skip=5",
+           "--label-set", "max_size=128", "--label-set", "render_workers=2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "RLHF_THREADS": "1"}
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    url = None
+    for line in proc.stdout:  # the command prints the page's URL before it waits for answers
+        lines.append(line)
+        m = re.search(r"Label at:\s*(http://\S+)", line)
+        if m:
+            url = m.group(1)
+            break
+    assert url is not None, "".join(lines)
+    store = Store(store_url(out / "labels.sqlite"))
     stop, errors, answered = threading.Event(), [], []
     person = threading.Thread(target=scripted_person, args=(url, store, stop, errors, answered), daemon=True)
     person.start()
-    start = time.monotonic()
     try:
-        result = train(config, str(tmp_path / "run"), teacher=teacher)
+        rest, _ = proc.communicate(timeout=150)
+        lines.append(rest)
+        assert proc.returncode == 0, "".join(lines)
         stop.set()
         person.join(30)
         assert errors == []
         labels, queries = store.labels(), {q.id: q for q in store.queries()}
-        assert result.labels == 60 and len(labels) == 60 and len(answered) == 60
+        assert len(labels) == 60 and len(answered) == 60
         assert all(q.kind == "clip_pair" and q.status == "closed" for q in queries.values())
         assert all((store.media_dir / it["media"]).is_file() for q in queries.values() for it in q.items)
         for lab in labels:  # the store holds the true-reward answer to each pair, in canonical terms
@@ -105,8 +118,12 @@ def test_pendulum_learns_from_a_person_in_the_browser(tmp_path: Path) -> None:
             assert lab.pair_outcome is truth
     finally:
         stop.set()
-        stop_server()
+        if proc.poll() is None:
+            proc.kill()
+        store.close()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == 60
     random = float(np.mean(random_policy_returns("Pendulum-v1", episodes, 1_000_000 + 1000 * seed)))
-    learned = result.mean_return
+    learned = summary["mean_true_return"]
     assert learned > random + 150, f"learned {learned:.0f} vs random {random:.0f} (true return, {episodes} episodes)"
-    assert time.monotonic() - start < 120
+    assert time.monotonic() - start < 150

@@ -37,6 +37,26 @@ def _progress_run(total_steps: int, fn, title: str):
         return fn(on_iteration)
 
 
+def _teacher_options(assignments: Optional[list[str]]) -> dict:
+    """``KEY=VALUE`` strings → keyword arguments of :class:`rlhfkit.feedback.human.HumanTeacher`."""
+    import dataclasses
+
+    from rlhfkit.control.config import coerce_value
+    from rlhfkit.feedback.human import HumanTeacher
+
+    fields = {f.name: f for f in dataclasses.fields(HumanTeacher) if f.init and not f.name.startswith("_")}
+    allowed = {"frame_skip", "max_size", "fmt", "labels_per_query", "on_timeout", "grace_s", "poll_s",
+               "render_workers", "show_progress"}
+    out: dict = {}
+    for item in assignments or []:
+        key, sep, text = item.partition("=")
+        if not sep or key not in allowed:
+            raise ValueError(f"--label-set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(allowed))}")
+        default = fields[key].default
+        out[key] = coerce_value(text, default, f"--label-set {key}")
+    return out
+
+
 def _summary(result, title: str, baseline_path: Optional[Path] = None) -> None:
     import numpy as np
 
@@ -84,8 +104,10 @@ def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, 
             h = human or {}
             human_teacher, url, stop = start_human_teacher(h.get("store"), out, config.env_id, host=h.get("host", "127.0.0.1"),
                                                            port=h.get("port", 8000), timeout_s=h.get("timeout_s"),
-                                                           token=h.get("token"))
-            console.print(f"[bold green]Label at:[/] {url}\n(open it in a browser; training waits for your answers)")
+                                                           token=h.get("token"), **_teacher_options(h.get("options")))
+            console.print(f"[bold green]Label at:[/] {url}", soft_wrap=True)
+            console.print("(open it in a browser; training waits for your answers)")
+            console.file.flush()
         try:
             result = _progress_run(config.total_steps, lambda cb: train(config, str(out), resume=resume,
                                                                         teacher=human_teacher, on_iteration=cb),
@@ -121,9 +143,12 @@ def train_cmd(
     port: int = typer.Option(8000, help="--teacher human: port of the labelling page (0: any free port)."),
     token: Optional[str] = typer.Option(None, help="--teacher human: labeller token (required beyond 127.0.0.1)."),
     label_timeout: Optional[float] = typer.Option(3600.0, help="--teacher human: longest wait for one batch, s."),
+    label_set: Optional[list[str]] = typer.Option(None, "--label-set", help="--teacher human: a HumanTeacher option, "
+                                                  "KEY=VALUE (frame_skip, max_size, fmt, labels_per_query, ...)."),
 ) -> None:
     """Learn a task from preferences: the true reward is seen only by a synthetic teacher, or a person."""
-    human = {"store": store, "host": host, "port": port, "token": token, "timeout_s": label_timeout}
+    human = {"store": store, "host": host, "port": port, "token": token, "timeout_s": label_timeout,
+             "options": label_set}
     _train(env, labels, steps, teacher, seed, out, resume, query, fragment_length, baseline, set_, human)
 
 

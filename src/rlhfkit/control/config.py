@@ -12,7 +12,7 @@ from rlhfkit.control.ppo import PPOConfig
 from rlhfkit.feedback.teachers import TEACHERS
 from rlhfkit.reward.ensemble import RewardConfig
 
-__all__ = ["PRESETS", "TrainConfig", "apply_overrides", "config_from_dict", "make_config"]
+__all__ = ["PRESETS", "TrainConfig", "apply_overrides", "coerce_value", "config_from_dict", "make_config"]
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,12 @@ def save_config(config: TrainConfig, path: str) -> None:
         json.dump(config.to_dict(), f, indent=2)
 
 
-def _coerce(text: str, current: Any, where: str) -> Any:
+def coerce_value(text: str, current: Any, where: str) -> Any:
+    """Parse ``text`` as the type of ``current`` (bool, int, float, tuple of ints, None or str).
+
+    Raises:
+        ValueError: naming ``where`` when ``text`` is not of that type.
+    """
     if isinstance(current, bool):
         if text.lower() in ("1", "true", "yes", "on"):
             return True
@@ -194,7 +199,7 @@ def apply_overrides(config: TrainConfig, assignments: list[str]) -> TrainConfig:
         fields = {f.name for f in dataclasses.fields(target)}
         if name not in fields:
             raise ValueError(f"--set {key!r}: unknown field; known: {', '.join(sorted(fields))}")
-        value = _coerce(text.strip(), getattr(target, name), f"--set {key}")
+        value = coerce_value(text.strip(), getattr(target, name), f"--set {key}")
         new = dataclasses.replace(target, **{name: value})
         config = new if len(parts) == 1 else dataclasses.replace(config, **{parts[0]: new})
     return config

@@ -1,0 +1,5 @@
+"""``python -m rlhfkit.cli``: the same as the ``rlhf`` command."""
+
+from rlhfkit.cli import main
+
+main()
