@@ -107,8 +107,11 @@ def main() -> None:
         base = [r for r in rows if r["who"] == "PPO true reward" and r["env"] == env]
         peer = [r for r in rows if r["who"].startswith("imitation") and r["env"] == env]
         if ours and base:
-            print(f"{env}: rlhfkit / true-reward PPO return ratio "
-                  f"{np.mean([r['mean_true_return'] for r in ours]) / np.mean([r['mean_true_return'] for r in base]):.3f}")
+            o, b = np.mean([r["mean_true_return"] for r in ours]), np.mean([r["mean_true_return"] for r in base])
+            if b > 0:
+                print(f"{env}: rlhfkit / true-reward PPO return ratio {o / b:.3f}")
+            else:  # a ratio of negative returns reads backwards: give the difference
+                print(f"{env}: rlhfkit minus true-reward PPO return {o - b:+.1f}")
         if ours and peer:
             print(f"{env}: rlhfkit wall time / imitation wall time "
                   f"{np.mean([r['wall_s'] for r in ours]) / np.mean([r['wall_s'] for r in peer]):.2f}")
