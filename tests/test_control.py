@@ -30,13 +30,6 @@ from rlhfkit.feedback import Comparison, Fragment, Outcome
 from rlhfkit.reward import RewardConfig, RewardEnsemble
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small MLPs run fastest on one thread; on a shared 2-core machine intra-op threads only contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,30 +19,13 @@ import threading
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 
+from conftest import random_policy_returns
 from rlhfkit.feedback import Outcome
 from rlhfkit.feedback.human import load_query_pair
 from rlhfkit.feedback.store import Store, store_url
 from test_browser import launch
-
-
-def random_policy_returns(env_id: str, episodes: int, seed: int) -> list[float]:
-    """True returns of uniformly random actions on the evaluation seeds the loop uses."""
-    env = gym.make(env_id)
-    env.action_space.seed(seed)
-    out = []
-    for ep in range(episodes):
-        env.reset(seed=seed + ep)
-        total, done = 0.0, False
-        while not done:
-            _, r, terminated, truncated, _ = env.step(env.action_space.sample())
-            total += float(r)
-            done = terminated or truncated
-        out.append(total)
-    env.close()
-    return out
 
 
 def scripted_person(url: str, store, stop: threading.Event, errors: list, answered: list) -> None:

@@ -19,13 +19,6 @@ from rlhfkit.reward import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small MLPs run fastest on one thread; on a shared 2-core machine intra-op threads only contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # the known linear true reward r(o, a) = w · [o, a] with obs_dim 4, act_dim 1

@@ -173,7 +173,7 @@ def baseline_cmd(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config field: KEY=VALUE."),
 ) -> None:
     """PPO on the true reward with the same settings: the reference curve."""
-    from rlhfkit.control.config import make_config
+    from rlhfkit.control.config import apply_overrides, make_config
     from rlhfkit.control.loop import train_baseline
     from rlhfkit.control.plots import plot_learning_curve
 

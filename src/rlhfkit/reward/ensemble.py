@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlhfkit.choice import bradley_terry_logprob, bradley_terry_nll
-from rlhfkit.feedback.records import Comparison, Outcome
+from rlhfkit.feedback.records import Comparison
 
 __all__ = ["ComparisonBatch", "RewardConfig", "RewardEnsemble", "fit_reward_ensemble"]
 
