@@ -60,11 +60,12 @@ def scripted_person(url: str, store, stop: threading.Event, errors: list, answer
 
 def test_rlhf_control_train_teacher_human_learns_pendulum_from_a_person_in_the_browser(tmp_path: Path) -> None:
     seed, episodes, out = 0, 20, tmp_path / "run"
-    # PPO pinned (imitation's tuned Pendulum setting, 10 epochs per update) so the test does not move
+    # PPO pinned (imitation's tuned Pendulum setting: 10 epochs per update, lr 2e-3) so the test does not move
     # with the preset; 60 labels and 32k steps take the agent from about -1,180 to about -750.
     cmd = [sys.executable, "-m", "rlhfkit.cli", "control", "train", "--teacher", "human", "--env", "Pendulum-v1",
            "--labels", "60", "--steps", "32768", "--fragment-length", "25", "--seed", str(seed), "--out", str(out),
-           "--port", "0", "--label-timeout", "120", "--set", f"eval_episodes={episodes}", "--set", "ppo.n_epochs=10",
+           "--port", "0", "--label-timeout", "120", "--set", f"eval_episodes={episodes}",
+           "--set", "ppo.n_epochs=10", "--set", "ppo.lr=2e-3",
            "--label-set", "grace_s=0", "--label-set", "poll_s=0.05", "--label-set", "frame_skip=5",
            "--label-set", "max_size=128", "--label-set", "render_workers=2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "RLHF_THREADS": "1"}
