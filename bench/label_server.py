@@ -21,41 +21,20 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
+from rlhfkit.app.server import free_port, spawn_server
 from rlhfkit.feedback.store import QuerySpec, Store
 
 TOKEN = "bench-token-0123456789"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def _spawn(store: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-c", "from rlhfkit.cli import main; main()", "label", "serve", "--store", str(store),
-           "--port", str(port), "--token", TOKEN]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not start within 30 s")
 
 
 def run(clients: int, labels: int, warmup: int, think_s: float) -> tuple[dict[str, np.ndarray], int, float]:
@@ -68,8 +47,8 @@ def run(clients: int, labels: int, warmup: int, think_s: float) -> tuple[dict[st
         store.add_queries([QuerySpec("text_pair", [{"text": f"response A{i}"}, {"text": f"response B{i}"}],
                                      prompt=f"prompt {i}", priority=float(i % 7)) for i in range(n_total + 100)])
         store.close()
-        port = _free_port()
-        proc = _spawn(path, port)
+        port = free_port()
+        proc = spawn_server(path, port, TOKEN)
         lat: dict[str, list[float]] = {"next": [], "label": []}
         lock = threading.Lock()
         errors: list[str] = []

@@ -7,9 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rlhfkit.app import create_app, start_human_teacher, start_server
+from rlhfkit.app.server import free_port, spawn_server
 from rlhfkit.cli import app as cli_app
 from rlhfkit.feedback.store import QuerySpec, Store
 
@@ -170,37 +168,13 @@ def test_serving_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
 # -- a server in its own process -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn_server(store_path: Path, port: int) -> subprocess.Popen:
-    """`rlhf label serve` in a child process; returns once /healthz answers."""
-    cmd = [sys.executable, "-c", "from rlhfkit.cli import main; main()", "label", "serve", "--store", str(store_path),
-           "--port", str(port), "--token", TOKEN, "--labeller", "ann"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start in 30 s")
-
-
 def test_acknowledged_labels_survive_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "labels.sqlite"
     store = Store(path)
     store.add_queries(text_pairs(40))
     store.close()
     port = free_port()
-    proc = spawn_server(path, port)
+    proc = spawn_server(path, port, TOKEN, labeller="ann")
     acked = []
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-Label-Token": TOKEN}, timeout=10) as c:
@@ -217,7 +191,7 @@ def test_acknowledged_labels_survive_sigkill(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.stderr.close()
-    proc = spawn_server(path, port)  # restart on the same store
+    proc = spawn_server(path, port, TOKEN, labeller="ann")  # restart on the same store
     try:
         r = httpx.get(f"http://127.0.0.1:{port}/api/progress", headers={"X-Label-Token": TOKEN})
         assert r.json()["progress"]["answered"] == 25
@@ -238,7 +212,7 @@ def test_16_clients_200_labels_each_none_lost_none_duplicated(tmp_path: Path) ->
     store.add_queries(text_pairs(n_clients * per_client + 50))
     store.close()
     port = free_port()
-    proc = spawn_server(path, port)
+    proc = spawn_server(path, port, TOKEN, labeller="ann")
     acks: list[list[int]] = [[] for _ in range(n_clients)]
     errors: list[str] = []
 

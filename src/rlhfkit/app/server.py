@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from typing import Any
 from rlhfkit.app.web import DEFAULT_GUIDELINES, create_app
 from rlhfkit.feedback.store import Store, store_url
 
-__all__ = ["ServerHandle", "check_bind", "is_loopback", "start_human_teacher", "start_server"]
+__all__ = ["ServerHandle", "check_bind", "free_port", "is_loopback", "spawn_server", "start_human_teacher", "start_server"]
 
 
 def is_loopback(host: str) -> bool:
@@ -162,3 +164,39 @@ def start_human_teacher(store_url_or_path: str | Path | None, run_dir: str | Pat
         store.close()
 
     return teacher, url, stop
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn_server(store: str | Path, port: int, token: str, *, labeller: str | None = None,
+                 timeout_s: float = 30.0) -> subprocess.Popen:
+    """``rlhf label serve`` in a child process on 127.0.0.1; returns once ``/healthz`` answers.
+
+    For benchmarks and crash tests, where the server must live in its own process.
+
+    Raises:
+        RuntimeError: if the server exits (with its stderr) or does not answer within ``timeout_s``.
+    """
+    import urllib.error
+    import urllib.request
+
+    cmd = [sys.executable, "-m", "rlhfkit.cli", "label", "serve", "--store", str(store), "--port", str(port),
+           "--token", token] + (["--labeller", labeller] if labeller else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server did not start in {timeout_s:.0f} s")

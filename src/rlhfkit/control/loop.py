@@ -17,6 +17,7 @@ only seen by the synthetic teacher and by evaluation, never by the agent or the 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,8 +112,6 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
     if resume:
         if not run.is_run():
             raise ValueError(f"--resume: {out} is not a run directory (no config.json and checkpoint/state.json)")
-        import json
-
         config = config_from_dict(json.loads(run.config_path.read_text()))
     config.validate()
     run.path.mkdir(parents=True, exist_ok=True)
@@ -199,8 +198,6 @@ def _finish(run: RunDir, config: TrainConfig, agent: PPOAgent, env_steps: int, l
     eval_env = make_env(config.env_id, horizon=config.horizon)
     returns = agent.evaluate(eval_env, config.eval_episodes, seed=1_000_000 + 1000 * config.seed)
     eval_env.close()
-    import json
-
     summary = {"env_id": config.env_id, "labels": labels, "env_steps": env_steps, "wall_s": wall,
                "eval_returns": returns, "mean_true_return": float(np.mean(returns)),
                "std_true_return": float(np.std(returns))}
@@ -249,8 +246,6 @@ def load_agent(out: str) -> tuple[TrainConfig, PPOAgent]:
     Raises:
         ValueError: if ``out`` is not a run directory.
     """
-    import json
-
     from safetensors.torch import load_file
 
     run = RunDir(out)
