@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -131,6 +132,9 @@ def state_setter_for(env_id: str) -> StateSetter:
     return setter
 
 
+_MAKE_LOCK = threading.Lock()
+
+
 class ClipRenderer:
     """Renders fragments of one environment to video files.
 
@@ -161,7 +165,12 @@ class ClipRenderer:
         self._env: Any = None
 
     def _make(self) -> Any:
-        if self._env is None:
+        if self._env is not None:
+            return self._env
+        # Creating an env and its first render import lazily (pygame loads pygame.surfarray on
+        # first use, not thread-safely): renderers on several threads would race there, so the
+        # first env and render of every renderer happen under one lock.
+        with _MAKE_LOCK:
             os.environ.setdefault("MUJOCO_GL", "egl")
             import gymnasium as gym
 
@@ -172,6 +181,7 @@ class ClipRenderer:
                 kwargs = {"width": self.max_size, "height": self.max_size}
             env = gym.make(self.env_id, render_mode="rgb_array", **kwargs)
             env.reset(seed=0)
+            env.render()
             self._env = env
         return self._env
 
