@@ -14,6 +14,12 @@ throughput, Little's law) and paced clients that "think" an exponential time bet
 query and answering it (people take 3-5 s; --think-s 0.5 is far busier than 16 people).
 
 Only 127.0.0.1 is contacted; the run is bounded by the label count.
+
+What the figures rest on: the hot routes await the store's group-commit writer directly (two
+threads in all, however many labellers: a pool of worker threads doing SQLite calls fought over
+the GIL and halved throughput), the progress counts are taken in the writer's transaction, and
+the server freezes its start-up objects out of the garbage collector (full collections stalled
+all requests for 50-100 ms, which set p99).
 """
 
 from __future__ import annotations

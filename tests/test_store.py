@@ -536,3 +536,36 @@ def test_human_teacher_timeout(store: Store) -> None:
     out = teacher.label(pairs)
     t.join()
     assert out == [Outcome.LEFT, Outcome.SKIP]  # the first (highest priority) was answered
+
+
+# -- the web app's awaitable path -----------------------------------------------------------------
+
+
+def test_async_claim_and_answer_count_progress_in_the_same_transaction(store: Store) -> None:
+    import asyncio
+
+    a = store.labeller_for_token(store.add_labeller("a"))
+    b = store.labeller_for_token(store.add_labeller("b"))
+    store.add_queries([text_pair(0, labels_needed=2), text_pair(1), text_pair(2)])
+
+    async def run() -> None:
+        shown, progress = await store.claim_async(a.id)
+        assert shown is not None and shown.query.prompt == "prompt 0"  # equal priority: oldest first
+        assert progress == {"answered": 0, "waiting": 3}
+        res = await store.submit_label_async(a.id, shown.query.id, shown.show_id, "LEFT", want_next=True)
+        # q0 still needs b's answer, so it stays open but no longer waits for a
+        assert res.progress == {"answered": 1, "waiting": 2} and not res.duplicate
+        assert res.next is not None and res.next.query.prompt == "prompt 1"
+        again = await store.submit_label_async(a.id, shown.query.id, shown.show_id, "LEFT")
+        assert again.duplicate and again.label.id == res.label.id
+        _, progress_b = await store.claim_async(b.id)
+        assert progress_b == {"answered": 0, "waiting": 3}
+        with pytest.raises(InvalidInputError, match="invalid outcome"):  # raised before anything is queued
+            await store.submit_label_async(a.id, shown.query.id, shown.show_id, "SIDEWAYS")
+        with pytest.raises(NotFoundError, match="unknown query id 999"):
+            await store.submit_label_async(a.id, 999, shown.show_id, "LEFT")
+
+    asyncio.run(run())
+    (stored,) = store.labels()  # the retried answer and the bad ones wrote nothing
+    # LEFT as shown, stored in canonical terms: the item shown on the left won
+    assert stored.labeller == "a" and stored.outcome == ("LEFT" if stored.shown_order[0] == 0 else "RIGHT")

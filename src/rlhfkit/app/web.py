@@ -224,10 +224,9 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
             raise _Reject(422, f"field 'wait_s' must be a number of seconds in [0, {MAX_WAIT_S}]")
         deadline = time.monotonic() + wait_s
 
-        def claim() -> tuple[Any, dict[str, int]]:  # one thread hop: claim and count
-            return store.next_query(lab.id), store.progress(lab.id)
-
-        shown, progress = await run_in_threadpool(claim)
+        # claim and count in the store's writer transaction, awaited without a worker thread: the
+        # hot path runs on two threads (event loop, writer) whatever the number of labellers
+        shown, progress = await store.claim_async(lab.id)
         closing, seen, checked = app.state.closing, store.version, time.monotonic()
         while shown is None and time.monotonic() < deadline and not closing.is_set():  # long poll
             await asyncio.sleep(0.02)
@@ -235,7 +234,7 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
             if store.version != seen or time.monotonic() - checked >= POLL_S:
                 seen, checked = store.version, time.monotonic()
                 if await run_in_threadpool(store.has_waiting, lab.id):
-                    shown, progress = await run_in_threadpool(claim)
+                    shown, progress = await store.claim_async(lab.id)
         return JSONResponse({"query": shown.to_json() if shown else None, "progress": progress})
 
     @app.get("/favicon.ico")
@@ -261,8 +260,8 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
         want_next = obj.get("next", False)
         if not isinstance(want_next, bool):
             raise _Reject(422, "field 'next' must be true or false")
-        res = await run_in_threadpool(lambda: store.submit_label(lab.id, query_id, show_id, outcome, ranking=ranking,
-                                                                 reason=reason, want_next=want_next))
+        res = await store.submit_label_async(lab.id, query_id, show_id, outcome, ranking=ranking, reason=reason,
+                                             want_next=want_next)
         out: dict[str, Any] = {"label_id": res.label.id, "duplicate": res.duplicate, "progress": res.progress}
         if want_next:
             out["query"] = res.next.to_json() if res.next else None

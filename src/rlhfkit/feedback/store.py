@@ -39,6 +39,7 @@ Times are seconds since the epoch (UTC, ``time.time()``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -245,8 +246,10 @@ _SQL_ACTIVE_LABEL = select(labels).where(labels.c.query_id == _b("qid"), labels.
 _SQL_OPEN_NEEDING = select(func.count()).select_from(queries).where(_NEEDS)
 _SQL_ALL_ANSWERED = select(func.count()).select_from(labels).where(_ACTIVE)
 _SQL_MY_ANSWERED = select(func.count()).select_from(labels).where(labels.c.labeller_id == _b("lab"), _ACTIVE)
-_SQL_MY_OPEN = (select(func.count()).select_from(labels).join(queries, queries.c.id == labels.c.query_id)
-                .where(labels.c.labeller_id == _b("lab"), _ACTIVE, _NEEDS))
+# driven from the labeller's labels (a correlated EXISTS keeps SQLite from scanning every open query)
+_SQL_MY_OPEN = (select(func.count()).select_from(labels)
+                .where(labels.c.labeller_id == _b("lab"), _ACTIVE,
+                       select(queries.c.id).where(queries.c.id == labels.c.query_id, _NEEDS).exists()))
 
 Migration = Callable[[Connection], None]
 MIGRATIONS: dict[int, Migration] = {}
@@ -401,13 +404,17 @@ class _Writer:
         self._closed = False
         self._thread.start()
 
-    def call(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn(conn)`` in the writer's transaction; return its result once committed."""
+    def submit(self, fn: Callable[[Connection], T]) -> Future:
+        """Queue ``fn(conn)`` for the writer's next transaction; the future resolves once committed."""
         fut: Future = Future()
         if self._closed:
             raise StoreError("the store is closed")
         self._queue.put((fn, fut))
-        return fut.result()
+        return fut
+
+    def call(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` in the writer's transaction; return its result once committed."""
+        return self.submit(fn).result()
 
     def close(self) -> None:
         if not self._closed:
@@ -548,7 +555,10 @@ class Store:
         self.lease_s = float(lease_s)
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._rng_lock = threading.Lock()
-        self.engine = sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=not self.is_sqlite)
+        # SQLite connections are cheap to keep and costly to open (the PRAGMAs): keep one per
+        # server thread rather than closing overflow connections after each request
+        self.engine = sa.create_engine(url, pool_size=48 if self.is_sqlite else 8, max_overflow=16,
+                                       pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             self._sqlite_events(self.engine)
         with self.engine.connect() as conn:
@@ -858,6 +868,18 @@ class Store:
         """
         return self._write(lambda conn: self._next(conn, labeller_id, time.time()))
 
+    async def claim_async(self, labeller_id: int) -> tuple[Shown | None, dict[str, int]]:
+        """:meth:`next_query` and the labeller's :meth:`progress`, awaitable (for the web app).
+
+        Both run in the writer's transaction: the event loop waits on the commit without
+        tying up a thread, and the counts include the claim. Raises as :meth:`next_query`.
+        """
+        def fn(conn: Connection) -> tuple[Shown | None, dict[str, int]]:
+            shown = self._next(conn, labeller_id, time.time())
+            return shown, self._progress(conn, labeller_id)
+
+        return await asyncio.wrap_future(self._writer.submit(fn))
+
     def _next(self, conn: Connection, labeller_id: int, now: float) -> Shown | None:
         self._name(conn, labeller_id)  # raises for an unknown labeller
         p = {"lab": labeller_id, "cutoff": now - self.lease_s}
@@ -909,6 +931,19 @@ class Store:
                 another labeller, an over-long reason.
             ConflictError: the labeller already gave a different answer to this query.
         """
+        return self._write(self._label_job(labeller_id, query_id, show_id, outcome, ranking, reason, want_next))
+
+    async def submit_label_async(self, labeller_id: int, query_id: int, show_id: int, outcome: str, *,
+                                 ranking: Sequence[int] | None = None, reason: str | None = None,
+                                 want_next: bool = False) -> LabelResult:
+        """:meth:`submit_label`, awaitable: the event loop waits on the commit without tying up a
+        thread. Same arguments, result and errors (input errors raise before anything is queued)."""
+        job = self._label_job(labeller_id, query_id, show_id, outcome, ranking, reason, want_next)
+        return await asyncio.wrap_future(self._writer.submit(job))
+
+    def _label_job(self, labeller_id: int, query_id: int, show_id: int, outcome: str,
+                   ranking: Sequence[int] | None, reason: str | None,
+                   want_next: bool) -> Callable[[Connection], LabelResult]:
         outcome = str(outcome).upper()
         if outcome not in (*PAIR_OUTCOMES, RANKING):
             raise InvalidInputError(f"invalid outcome {outcome!r}; expected one of {', '.join((*PAIR_OUTCOMES, RANKING))}")
@@ -917,6 +952,11 @@ class Store:
         reason = reason.strip() or None if isinstance(reason, str) else None
 
         def fn(conn: Connection) -> LabelResult:
+            res = answer(conn)
+            res.progress.update(self._progress(conn, labeller_id))  # counted in the same transaction
+            return res
+
+        def answer(conn: Connection) -> LabelResult:
             now = time.time()
             q = conn.execute(_SQL_QUERY, {"qid": query_id}).first()
             if q is None:
@@ -952,9 +992,7 @@ class Store:
             nxt = self._next(conn, labeller_id, now) if want_next else None
             return LabelResult(lab, False, nxt)
 
-        res = self._write(fn)
-        res.progress.update(self.progress(labeller_id))
-        return res
+        return fn
 
     def undo_last(self, labeller_id: int) -> tuple[Label, Shown]:
         """Retract the labeller's most recent active answer and show its query again.
