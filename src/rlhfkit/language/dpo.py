@@ -1,0 +1,248 @@
+"""Direct preference optimisation: the policy is its own reward model (Rafailov et al. 2023).
+
+With ``h = log π(y_c|x)/π_ref(y_c|x) - log π(y_r|x)/π_ref(y_r|x)`` (the difference of the two
+responses' log-ratios to the frozen reference):
+
+- ``sigmoid`` — DPO, Rafailov et al. (2023) Eq. 7: ``-log σ(β h)``, i.e. Bradley-Terry on the
+  implicit rewards ``β log π/π_ref`` (computed by :func:`rlhfkit.choice.bradley_terry_nll`);
+- ``cdpo`` — conservative DPO (Mitchell 2023): labels flipped with probability ``ε``, the same
+  Bradley-Terry with the soft target ``1 - ε``;
+- ``ipo`` — IPO, Azar et al. (2023) Eq. 17: ``(h - 1/(2β))²`` on length-averaged log-probs.
+
+The reference log-probabilities are computed once, before training, with the initial policy
+(or a given reference model), and kept; the reference model is then freed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from rlhfkit.choice import bradley_terry_nll
+from rlhfkit.language.logprobs import Encoded, PaddedBatch, pad, sequence_logprobs
+from rlhfkit.language.train import Fitted, TrainArgs, fit
+
+__all__ = ["DPOItem", "DPOSettings", "dpo_loss", "evaluate_dpo", "reference_logprobs", "train_dpo"]
+
+LossType = Literal["sigmoid", "cdpo", "ipo"]
+
+
+@dataclass(frozen=True)
+class DPOSettings:
+    """DPO-specific settings."""
+
+    beta: float = 0.1
+    """``β``: strength of the KL regularisation to the reference (implicit reward scale)."""
+    loss_type: LossType = "sigmoid"
+    """``sigmoid`` (DPO), ``cdpo`` (conservative DPO) or ``ipo``."""
+    label_smoothing: float = 0.0
+    """``ε`` of cDPO: the probability that a label is flipped, in ``[0, 0.5)``."""
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"beta must be positive, got {self.beta}")
+        if self.loss_type not in ("sigmoid", "cdpo", "ipo"):
+            raise ValueError(f"loss_type must be sigmoid, cdpo or ipo, got {self.loss_type!r}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+
+
+def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps: Tensor,
+             ref_rejected_logps: Tensor, *, beta: float, loss_type: LossType = "sigmoid",
+             label_smoothing: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-pair DPO / cDPO / IPO loss and the implicit rewards (see the module docstring).
+
+    Args:
+        policy_chosen_logps, policy_rejected_logps: ``(B,)`` ``log π(y|x)`` (summed over the
+            completion's tokens; length-averaged for IPO).
+        ref_chosen_logps, ref_rejected_logps: ``(B,)`` the same under ``π_ref``.
+        beta: ``β > 0``.
+        loss_type: ``sigmoid``, ``cdpo`` or ``ipo``.
+        label_smoothing: cDPO's ``ε`` (``sigmoid`` with ``ε > 0`` is cDPO too).
+
+    Returns:
+        ``(losses (B,), chosen_rewards (B,), rejected_rewards (B,))``; rewards are
+        ``β · (log π - log π_ref)`` (detached), in nats.
+
+    Raises:
+        ValueError: on mismatched shapes or an unknown ``loss_type``.
+    """
+    shapes = {tuple(t.shape) for t in (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                                       ref_rejected_logps)}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise ValueError(f"the four log-prob tensors must share one (B,) shape, got {sorted(shapes)}")
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    if loss_type in ("sigmoid", "cdpo"):
+        target = None if label_smoothing == 0 else torch.full_like(chosen_logratios, 1.0 - label_smoothing)
+        losses = bradley_terry_nll(beta * chosen_logratios, beta * rejected_logratios, target)
+    elif loss_type == "ipo":
+        losses = (chosen_logratios - rejected_logratios - 1.0 / (2.0 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown DPO loss_type {loss_type!r}")
+    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+@dataclass(frozen=True)
+class DPOItem:
+    """A tokenised pair and its reference log-probs (summed and length-averaged)."""
+
+    chosen: Encoded
+    rejected: Encoded
+    ref_chosen: float
+    ref_rejected: float
+    ref_chosen_avg: float
+    ref_rejected_avg: float
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.chosen) + len(self.rejected)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    padded: PaddedBatch  # chosen rows first, then rejected
+    ref: Tensor  # (4, B): sums c, r; averages c, r
+
+    @property
+    def n_tokens(self) -> int:
+        return self.padded.n_tokens
+
+
+def reference_logprobs(model: Any, pairs: Sequence[tuple[Encoded, Encoded]], pad_id: int, *,
+                       batch_size: int = 16) -> Tensor:
+    """``log π_ref`` of each pair's chosen and rejected completion, computed once without gradients.
+
+    Returns:
+        ``(N, 4)``: summed chosen, summed rejected, averaged chosen, averaged rejected (nats).
+    """
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for i in range(0, len(pairs), batch_size):
+            chunk = pairs[i:i + batch_size]
+            batch = pad([c for c, _ in chunk] + [r for _, r in chunk], pad_id)
+            lp, n = sequence_logprobs(model, batch)
+            b = len(chunk)
+            avg = lp / n.clamp(min=1)
+            rows.append(torch.stack([lp[:b], lp[b:], avg[:b], avg[b:]], dim=-1))
+    return torch.cat(rows) if rows else torch.zeros((0, 4))
+
+
+def _encode_pairs(tokenizer: Any, examples: Sequence[Any], max_length: int) -> list[tuple[Encoded, Encoded]]:
+    from rlhfkit.language.data import render
+    from rlhfkit.language.logprobs import encode
+
+    out = []
+    for ex in examples:
+        pc, c = render(tokenizer, ex.prompt, ex.chosen)
+        pr, r = render(tokenizer, ex.prompt, ex.rejected)
+        out.append((encode(tokenizer, pc, c, max_length=max_length), encode(tokenizer, pr, r, max_length=max_length)))
+    return out
+
+
+def _items(pairs: Sequence[tuple[Encoded, Encoded]], ref: Tensor) -> list[DPOItem]:
+    return [DPOItem(c, r, *map(float, ref[i])) for i, (c, r) in enumerate(pairs)]
+
+
+def _pair_metrics(losses: Tensor, cr: Tensor, rr: Tensor, prefix: str) -> dict[str, tuple[float, float]]:
+    n = float(len(losses))
+    return {f"{prefix}/loss": (float(losses.detach().sum()), n),
+            f"{prefix}/rewards/chosen": (float(cr.sum()), n), f"{prefix}/rewards/rejected": (float(rr.sum()), n),
+            f"{prefix}/rewards/margins": (float((cr - rr).sum()), n),
+            f"{prefix}/rewards/accuracies": (float((cr > rr).float().sum()), n)}
+
+
+def _collate(items: Sequence[DPOItem], pad_id: int) -> _Batch:
+    padded = pad([it.chosen for it in items] + [it.rejected for it in items], pad_id)
+    ref_t = torch.tensor([[it.ref_chosen, it.ref_rejected, it.ref_chosen_avg, it.ref_rejected_avg]
+                          for it in items], dtype=torch.float32).T  # (4, B)
+    return _Batch(padded, ref_t)
+
+
+def _pair_losses(m: Any, batch: _Batch, settings: DPOSettings) -> tuple[Tensor, Tensor, Tensor]:
+    ipo = settings.loss_type == "ipo"
+    lp, _ = sequence_logprobs(m, batch.padded, average=ipo)  # (2B,)
+    b = batch.ref.shape[1]
+    rc, rr = (batch.ref[2], batch.ref[3]) if ipo else (batch.ref[0], batch.ref[1])
+    return dpo_loss(lp[:b], lp[b:], rc, rr, beta=settings.beta, loss_type=settings.loss_type,
+                    label_smoothing=settings.label_smoothing)
+
+
+def _evaluate_items(m: Any, items: Sequence[DPOItem], pad_id: int, settings: DPOSettings,
+                    batch_size: int = 16) -> dict[str, float]:
+    sums: dict[str, tuple[float, float]] = {}
+    with torch.no_grad():
+        for i in range(0, len(items), batch_size):
+            batch = _collate(items[i:i + batch_size], pad_id)
+            for k, (s, n) in _pair_metrics(*_pair_losses(m, batch, settings), "val").items():
+                a, c = sums.get(k, (0.0, 0.0))
+                sums[k] = (a + s, c + n)
+    return {k: s / n for k, (s, n) in sums.items()}
+
+
+def evaluate_dpo(model: Any, ref_model: Any, tokenizer: Any, examples: Sequence[Any], settings: DPOSettings,
+                 max_length: int = 512) -> dict[str, float]:
+    """Held-out DPO metrics of ``model`` against ``ref_model`` on preference examples (ties skipped).
+
+    Returns:
+        ``val/loss``, ``val/rewards/chosen``, ``val/rewards/rejected``, ``val/rewards/margins`` and
+        ``val/rewards/accuracies`` — the fraction of pairs whose implicit reward
+        ``β log π/π_ref`` is higher for the chosen response.
+    """
+    examples = [ex for ex in examples if not getattr(ex, "tie", False)]
+    pairs = _encode_pairs(tokenizer, examples, max_length)
+    items = _items(pairs, reference_logprobs(ref_model, pairs, tokenizer.pad_token_id))
+    model.eval()
+    return _evaluate_items(model, items, tokenizer.pad_token_id, settings)
+
+
+def train_dpo(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[Any], args: TrainArgs,
+              settings: DPOSettings = DPOSettings(), *, ref_model: Any = None, out: str | Path | None = None,
+              accelerator: Any = None, progress: Any = None) -> Fitted:
+    """Train a policy with DPO on preference pairs.
+
+    Args:
+        model: the policy (a causal LM, usually the SFT model), trained in place.
+        tokenizer: its tokenizer.
+        train, val: ``PreferenceExample`` records (ties are skipped: DPO has no tie term).
+        args: optimisation settings; validation selects the best weights by
+            ``val/rewards/accuracies`` (the implicit reward's held-out pairwise accuracy).
+        settings: β, loss type and label smoothing.
+        ref_model: the reference policy; None: the initial ``model`` (its log-probs are computed
+            before the first update).
+        out: where metrics are written.
+
+    Returns:
+        :class:`~rlhfkit.language.train.Fitted` with ``train/…`` and ``val/…`` metrics:
+        ``loss``, ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``,
+        ``rewards/accuracies`` (TRL's names).
+    """
+    train = [ex for ex in train if not getattr(ex, "tie", False)]
+    val = [ex for ex in val if not getattr(ex, "tie", False)]
+    pad_id = tokenizer.pad_token_id
+    train_pairs = _encode_pairs(tokenizer, train, args.max_length)
+    val_pairs = _encode_pairs(tokenizer, val, args.max_length)
+    ref = ref_model if ref_model is not None else model
+    train_items = _items(train_pairs, reference_logprobs(ref, train_pairs, pad_id))
+    val_items = _items(val_pairs, reference_logprobs(ref, val_pairs, pad_id))
+
+    def collate(items: list[DPOItem]) -> _Batch:
+        return _collate(items, pad_id)
+
+    def loss_sum(m: Any, batch: _Batch) -> tuple[Tensor, dict]:
+        losses, cr, rr = _pair_losses(m, batch, settings)
+        return losses.sum(), _pair_metrics(losses, cr, rr, "train")
+
+    def evaluate(m: Any, items: Sequence[DPOItem]) -> dict[str, float]:
+        return _evaluate_items(m, items, pad_id, settings)
+
+    model.train()
+    return fit(model, train_items, val_items, collate=collate, loss_sum=loss_sum, units=lambda items: float(len(items)),
+               lengths=[it.n_tokens for it in train_items], args=args, evaluate=evaluate,
+               select=("val/rewards/accuracies", "max"), out=out, accelerator=accelerator, progress=progress)

@@ -1,0 +1,108 @@
+"""Loading and saving Hugging Face models for the language trainers (local directories only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["apply_lora", "load_causal_lm", "load_reward_model", "load_tokenizer", "quiet_transformers", "save_model"]
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' progress bars and info logs (our CLI shows its own progress)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _check_dir(model_dir: str | Path) -> Path:
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json); build one with "
+                                "`rlhf lm tiny --data FILE --out DIR` or point --model at a downloaded model")
+    return path
+
+
+def load_tokenizer(model_dir: str | Path) -> Any:
+    """``AutoTokenizer`` from a local directory, with a pad token and right padding.
+
+    A tokenizer without a pad token gets its EOS as pad (reward models then need the EOS
+    appended to every sequence, which :func:`rlhfkit.language.logprobs.encode` does).
+
+    Raises:
+        FileNotFoundError: if the directory holds no model.
+        ValueError: if the tokenizer has neither a pad nor an EOS token.
+    """
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(_check_dir(model_dir), local_files_only=True)
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise ValueError(f"the tokenizer in {model_dir} has neither a pad nor an EOS token")
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def load_causal_lm(model_dir: str | Path, *, dtype: Any = None) -> Any:
+    """``AutoModelForCausalLM`` from a local directory (fp32 by default on CPU).
+
+    Raises:
+        FileNotFoundError: if the directory holds no model.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    return AutoModelForCausalLM.from_pretrained(_check_dir(model_dir), local_files_only=True,
+                                                dtype=dtype or torch.float32)
+
+
+def load_reward_model(model_dir: str | Path, *, num_heads: int = 1, pad_token_id: int | None = None) -> Any:
+    """A reward model: ``AutoModelForSequenceClassification`` with ``num_heads`` scalar outputs.
+
+    From a causal-LM directory (e.g. the SFT model) the backbone is reused and the score head
+    (``d_model → num_heads``, no bias) is freshly initialised; from a saved reward model it loads
+    as is. The score of a sequence is the head's output at its last non-padding token (the EOS).
+
+    Raises:
+        FileNotFoundError: if the directory holds no model.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    quiet_transformers()
+    model = AutoModelForSequenceClassification.from_pretrained(_check_dir(model_dir), num_labels=num_heads,
+                                                               local_files_only=True, dtype=torch.float32)
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    return model
+
+
+def apply_lora(model: Any, r: int, alpha: float, *, task: str = "CAUSAL_LM") -> Any:
+    """Wrap ``model`` with LoRA adapters (Hu et al. 2021) on every linear layer via peft.
+
+    Only the adapters (and, for a reward model, the score head) are trained.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear", task_type=task,
+                        modules_to_save=["score"] if task == "SEQ_CLS" else None)
+    return get_peft_model(model, config)
+
+
+def save_model(model: Any, tokenizer: Any, out: str | Path) -> Path:
+    """Save weights (safetensors) and tokenizer to ``out`` as a normal HF directory; LoRA merged."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

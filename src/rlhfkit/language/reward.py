@@ -1,0 +1,242 @@
+"""Reward models for language: a transformer backbone with a scalar head, fitted to preferences.
+
+``r_θ(x, y)`` is the score head's output at the last token (EOS) of prompt ``x`` + response
+``y`` (``AutoModelForSequenceClassification``, so the result is a normal HF directory that TRL
+and others load). The losses are the project's one set of choice models (:mod:`rlhfkit.choice`):
+
+- pairs: Bradley-Terry ``-log σ(r(x, y_c) - r(x, y_r) - m)`` (Ouyang et al. 2022, Eq. 1; the
+  optional margin ``m`` is Llama 2's, Touvron et al. 2023, Eq. 2); a tie is the soft target ½;
+- ranked lists without ties: Plackett-Luce over the K responses (Plackett 1975; with K = 2 it is
+  Bradley-Terry); lists with ties: every pair, ties as ½ (InstructGPT also trains on all
+  ``K(K-1)/2`` pairs of a ranking, §3.5);
+- an ensemble: ``E`` score heads on one backbone, each trained on its own bootstrap resample
+  (Poisson(1) weights per pair and head; Oza & Russell 2001's online bagging); the reward is the
+  heads' mean and their standard deviation measures disagreement (Christiano et al. 2017, §2.2.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlhfkit.choice import bradley_terry_nll, plackett_luce_nll
+from rlhfkit.language.logprobs import Encoded, PaddedBatch, encode, pad
+from rlhfkit.language.train import Fitted, TrainArgs, fit
+
+__all__ = ["RewardItem", "encode_preferences", "reward_pair_loss", "score", "train_reward_model"]
+
+
+@dataclass(frozen=True)
+class RewardItem:
+    """One training unit: two or more tokenised responses to one prompt.
+
+    Attributes:
+        responses: the responses' encodings; for a pair ``(chosen, rejected)``; for a ranked list
+            best first.
+        target: for a pair, ``P[chosen ≻ rejected]`` (1.0, or 0.5 for a tie); None for a list.
+        margin: Llama 2 margin (score units) for a pair.
+        index: the example's position in the training set (seeds its bootstrap weights).
+    """
+
+    responses: tuple[Encoded, ...]
+    target: float | None = 1.0
+    margin: float = 0.0
+    index: int = 0
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(r) for r in self.responses)
+
+
+def reward_pair_loss(r_chosen: Tensor, r_rejected: Tensor, target: Tensor | None = None, *,
+                     margin: Tensor | float = 0.0, weights: Tensor | None = None) -> Tensor:
+    """Bradley-Terry reward-model loss per pair, averaged over ensemble heads.
+
+    ``L_b = (1/E) Σ_e w_{b,e} · BT(r_{b,e}^c, r_{b,e}^r; μ_b, m_b)`` with ``BT`` from
+    :func:`rlhfkit.choice.bradley_terry_nll` (Ouyang et al. 2022, Eq. 1).
+
+    Args:
+        r_chosen, r_rejected: ``(B,)`` or ``(B, E)`` rewards.
+        target: ``(B,)`` probability that ``chosen`` is better (0.5: a tie); None: all 1.
+        margin: scalar or ``(B,)`` margin.
+        weights: ``(B, E)`` bootstrap weights; None: all 1.
+
+    Returns:
+        ``(B,)`` loss in nats.
+
+    Raises:
+        ValueError: on mismatched shapes.
+    """
+    if r_chosen.shape != r_rejected.shape:
+        raise ValueError(f"chosen and rejected rewards differ in shape: {tuple(r_chosen.shape)} vs "
+                         f"{tuple(r_rejected.shape)}")
+    rc = r_chosen if r_chosen.ndim == 2 else r_chosen.unsqueeze(-1)  # (B, E)
+    rr = r_rejected if r_rejected.ndim == 2 else r_rejected.unsqueeze(-1)
+    B, E = rc.shape
+    t = None if target is None else target.unsqueeze(-1).expand(B, E).reshape(-1)
+    m = margin.unsqueeze(-1).expand(B, E).reshape(-1) if isinstance(margin, Tensor) else margin
+    per = bradley_terry_nll(rc.reshape(-1), rr.reshape(-1), t, margin=m).view(B, E)  # (B, E)
+    if weights is not None:
+        if weights.shape != (B, E):
+            raise ValueError(f"weights must be (B, E) = {(B, E)}, got {tuple(weights.shape)}")
+        per = per * weights
+    return per.mean(-1)
+
+
+def _pairs_of_ranking(ranks: Sequence[int]) -> list[tuple[int, int, float]]:
+    out = []
+    for i in range(len(ranks)):
+        for j in range(i + 1, len(ranks)):
+            if ranks[i] == ranks[j]:
+                out.append((i, j, 0.5))
+            else:
+                out.append((i, j, 1.0) if ranks[i] < ranks[j] else (j, i, 1.0))
+    return out
+
+
+def encode_preferences(tokenizer: Any, examples: Sequence[Any], max_length: int) -> list[RewardItem]:
+    """Tokenise preference pairs and ranked lists into :class:`RewardItem` s.
+
+    ``PreferenceExample`` → a pair (target ½ if ``tie``); ``RankedExample`` without ties → one
+    Plackett-Luce list in rank order; with ties → its pairs (ties ½).
+    """
+    from rlhfkit.language.data import render
+
+    def enc(prompt: Any, response: Any) -> Encoded:
+        p, c = render(tokenizer, prompt, response)
+        return encode(tokenizer, p, c, max_length=max_length)
+
+    items: list[RewardItem] = []
+    for ex in examples:
+        if hasattr(ex, "responses"):
+            ranks = list(ex.ranks)
+            encs = [enc(ex.prompt, r) for r in ex.responses]
+            if len(set(ranks)) == len(ranks):
+                order = sorted(range(len(ranks)), key=lambda k: ranks[k])
+                items.append(RewardItem(tuple(encs[k] for k in order), None, 0.0, len(items)))
+            else:
+                for a, b, t in _pairs_of_ranking(ranks):
+                    items.append(RewardItem((encs[a], encs[b]), t, 0.0, len(items)))
+        else:
+            items.append(RewardItem((enc(ex.prompt, ex.chosen), enc(ex.prompt, ex.rejected)),
+                                    0.5 if getattr(ex, "tie", False) else 1.0,
+                                    float(getattr(ex, "margin", None) or 0.0), len(items)))
+    return items
+
+
+@dataclass(frozen=True)
+class _Batch:
+    padded: PaddedBatch
+    items: tuple[RewardItem, ...]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.padded.n_tokens
+
+
+def score(model: Any, batch: PaddedBatch) -> Tensor:
+    """Rewards of a padded batch of full sequences: ``(B, E)``, the heads' outputs at each last real token."""
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+
+
+def _bootstrap(items: Sequence[RewardItem], heads: int, seed: int) -> Tensor | None:
+    if heads == 1:
+        return None
+    w = [np.random.default_rng([seed, it.index]).poisson(1.0, heads) for it in items]
+    return torch.tensor(np.stack(w), dtype=torch.float32)  # (B, E)
+
+
+def _items_loss(rewards: Tensor, items: Sequence[RewardItem], seed: int) -> tuple[Tensor, dict]:
+    """Summed loss and metric sums over items whose responses' rewards are consecutive rows of ``rewards``."""
+    heads = rewards.shape[-1]
+    weights = _bootstrap(items, heads, seed)
+    at, pair_rows, losses = 0, [], []
+    for k, it in enumerate(items):
+        n = len(it.responses)
+        if it.target is None:  # a ranked list, best first
+            r = rewards[at:at + n].T  # (E, K)
+            pl = plackett_luce_nll(r)  # (E,)
+            losses.append((pl * (weights[k] if weights is not None else 1.0)).mean())
+        else:
+            pair_rows.append((k, at))
+        at += n
+    metrics: dict[str, tuple[float, float]] = {}
+    if pair_rows:
+        idx = torch.tensor([a for _, a in pair_rows])
+        rc, rr = rewards[idx], rewards[idx + 1]  # (P, E)
+        target = torch.tensor([items[k].target for k, _ in pair_rows], dtype=rewards.dtype)
+        margin = torch.tensor([items[k].margin for k, _ in pair_rows], dtype=rewards.dtype)
+        w = weights[[k for k, _ in pair_rows]] if weights is not None else None
+        losses.append(reward_pair_loss(rc, rr, target, margin=margin, weights=w).sum())
+        decided = target != 0.5
+        diff = (rc.mean(-1) - rr.mean(-1)).detach()
+        metrics["train/accuracy"] = (float((diff[decided] > 0).sum()), float(decided.sum()))
+        metrics["train/margin"] = (float(diff[decided].sum()), float(decided.sum()))
+    loss = torch.stack([x.reshape(()) for x in losses]).sum()
+    metrics["train/loss"] = (loss.item(), float(len(items)))
+    return loss, metrics
+
+
+def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[Any], args: TrainArgs, *,
+                       out: str | Path | None = None, accelerator: Any = None, progress: Any = None) -> Fitted:
+    """Fit a reward model to preference pairs and ranked lists.
+
+    Args:
+        model: a sequence-classification model with ``E = config.num_labels`` heads
+            (:func:`rlhfkit.language.models.load_reward_model`), trained in place.
+        tokenizer: its tokenizer (with a pad token distinct from EOS, or EOS-appended inputs).
+        train, val: ``PreferenceExample`` / ``RankedExample`` records.
+        args: optimisation settings; validation selects the best weights by ``val/accuracy``.
+        out: where metrics are written.
+
+    Returns:
+        :class:`~rlhfkit.language.train.Fitted`; validation metrics (pairs only; ties skipped for
+        accuracy): ``val/loss``, ``val/accuracy`` (fraction with ``r_c > r_r``), ``val/margin``
+        (mean ``r_c - r_r``), ``val/disagreement`` (mean std of the heads' margins; E > 1).
+    """
+    train_items = encode_preferences(tokenizer, train, args.max_length)
+    val_items = encode_preferences(tokenizer, val, args.max_length)
+    pad_id = tokenizer.pad_token_id
+
+    def collate(items: list[RewardItem]) -> _Batch:
+        return _Batch(pad([r for it in items for r in it.responses], pad_id), tuple(items))
+
+    def loss_sum(m: Any, batch: _Batch) -> tuple[Tensor, dict]:
+        return _items_loss(score(m, batch.padded), batch.items, args.seed)
+
+    def evaluate(m: Any, items: Sequence[RewardItem]) -> dict[str, float]:
+        return evaluate_reward_model(m, pad_id, items)
+
+    return fit(model, train_items, val_items, collate=collate, loss_sum=loss_sum, units=lambda items: float(len(items)),
+               lengths=[it.n_tokens for it in train_items], args=args, evaluate=evaluate,
+               select=("val/accuracy", "max"), out=out, accelerator=accelerator, progress=progress)
+
+
+def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], *, batch_size: int = 16) -> dict[str, float]:
+    """Held-out pairwise metrics of a reward model over pair items (see :func:`train_reward_model`)."""
+    losses, correct, margins, spread, n = [], 0, [], [], 0
+    pairs = [it for it in items if it.target is not None]
+    with torch.no_grad():
+        for i in range(0, len(pairs), batch_size):
+            chunk = pairs[i:i + batch_size]
+            r = score(model, pad([x for it in chunk for x in it.responses], pad_id))  # (2b, E)
+            rc, rr = r[0::2], r[1::2]
+            target = torch.tensor([it.target for it in chunk], dtype=r.dtype)
+            losses.append(reward_pair_loss(rc, rr, target))
+            decided = target != 0.5
+            diff = rc.mean(-1) - rr.mean(-1)
+            correct += int((diff[decided] > 0).sum())
+            n += int(decided.sum())
+            margins.append(diff[decided])
+            spread.append((rc - rr).std(-1) if r.shape[-1] > 1 else torch.zeros(len(chunk)))
+    out = {"val/loss": float(torch.cat(losses).mean()), "val/accuracy": correct / max(n, 1),
+           "val/margin": float(torch.cat(margins).mean())}
+    if model.config.num_labels > 1:
+        out["val/disagreement"] = float(torch.cat(spread).mean())
+    return out
