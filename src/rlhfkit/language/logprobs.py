@@ -56,7 +56,7 @@ def encode(tokenizer: Any, prompt: str, completion: str, *, max_length: int, add
         raise ValueError("empty completion: nothing to score")
     truncated = len(p_ids) + len(c_ids) > max_length
     if truncated:
-        keep_prompt = max(max_length - len(c_ids), min(len(p_ids), max_length // 2))
+        keep_prompt = max(max_length - len(c_ids), 0)
         p_ids = p_ids[len(p_ids) - keep_prompt:] if keep_prompt > 0 else []
         c_ids = c_ids[: max_length - len(p_ids)]
     return Encoded(tuple(p_ids + c_ids), len(p_ids), truncated)
@@ -93,6 +93,9 @@ def pad(examples: Sequence[Encoded], pad_id: int, *, pad_to_multiple_of: int = 1
         completion_mask  [[F, F, T, T, F],
                           [F, T, T, T, T]]
 
+    The first token of a sequence is never in the completion mask (nothing predicts it), even
+    with an empty prompt.
+
     Raises:
         ValueError: on an empty list.
     """
@@ -108,7 +111,7 @@ def pad(examples: Sequence[Encoded], pad_id: int, *, pad_to_multiple_of: int = 1
         n = len(e)
         input_ids[i, :n] = torch.tensor(e.input_ids, dtype=torch.long)
         attention_mask[i, :n] = 1
-        completion_mask[i, e.n_prompt:n] = True
+        completion_mask[i, max(e.n_prompt, 1):n] = True  # token 0 has no context: never scored
     return PaddedBatch(input_ids, attention_mask, completion_mask)
 
 

@@ -64,12 +64,13 @@ def load_causal_lm(model_dir: str | Path, *, dtype: Any = None) -> Any:
                                                 dtype=dtype or torch.float32)
 
 
-def load_reward_model(model_dir: str | Path, *, num_heads: int = 1, pad_token_id: int | None = None) -> Any:
+def load_reward_model(model_dir: str | Path, *, num_heads: int | None = None, pad_token_id: int | None = None) -> Any:
     """A reward model: ``AutoModelForSequenceClassification`` with ``num_heads`` scalar outputs.
 
     From a causal-LM directory (e.g. the SFT model) the backbone is reused and the score head
     (``d_model → num_heads``, no bias) is freshly initialised; from a saved reward model it loads
-    as is. The score of a sequence is the head's output at its last non-padding token (the EOS).
+    as is (``num_heads=None`` keeps a saved reward model's head count; 1 for a causal LM). The
+    score of a sequence is the head's output at its last non-padding token (the EOS).
 
     Raises:
         FileNotFoundError: if the directory holds no model.
@@ -77,11 +78,20 @@ def load_reward_model(model_dir: str | Path, *, num_heads: int = 1, pad_token_id
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    import json
+
     quiet_transformers()
+    config = json.loads((_check_dir(model_dir) / "config.json").read_text())
+    is_rm = any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+    if num_heads is None:
+        num_heads = len(config.get("id2label") or {0: 0}) if is_rm else 1
     model = AutoModelForSequenceClassification.from_pretrained(_check_dir(model_dir), num_labels=num_heads,
                                                                local_files_only=True, dtype=torch.float32)
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
+    # name the heads: the saved config then records their number (transformers omits default labels)
+    model.config.id2label = {i: f"reward_{i}" for i in range(num_heads)}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
     return model
 
 

@@ -219,24 +219,39 @@ def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Se
 
 
 def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], *, batch_size: int = 16) -> dict[str, float]:
-    """Held-out pairwise metrics of a reward model over pair items (see :func:`train_reward_model`)."""
-    losses, correct, margins, spread, n = [], 0, [], [], 0
-    pairs = [it for it in items if it.target is not None]
+    """Held-out metrics of a reward model (see :func:`train_reward_model`).
+
+    Pairs contribute their Bradley-Terry loss; ranked lists their Plackett-Luce loss and every
+    ordered pair they imply to the accuracy and margin. Ties count in the loss only.
+    """
+    losses: list[Tensor] = []
+    diffs: list[Tensor] = []  # r(better) - r(worse), mean over heads, decided pairs only
+    spread: list[Tensor] = []
     with torch.no_grad():
-        for i in range(0, len(pairs), batch_size):
-            chunk = pairs[i:i + batch_size]
-            r = score(model, pad([x for it in chunk for x in it.responses], pad_id))  # (2b, E)
-            rc, rr = r[0::2], r[1::2]
-            target = torch.tensor([it.target for it in chunk], dtype=r.dtype)
-            losses.append(reward_pair_loss(rc, rr, target))
-            decided = target != 0.5
-            diff = rc.mean(-1) - rr.mean(-1)
-            correct += int((diff[decided] > 0).sum())
-            n += int(decided.sum())
-            margins.append(diff[decided])
-            spread.append((rc - rr).std(-1) if r.shape[-1] > 1 else torch.zeros(len(chunk)))
-    out = {"val/loss": float(torch.cat(losses).mean()), "val/accuracy": correct / max(n, 1),
-           "val/margin": float(torch.cat(margins).mean())}
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            r = score(model, pad([x for it in chunk for x in it.responses], pad_id))  # (N, E)
+            at = 0
+            for it in chunk:
+                k = len(it.responses)
+                ri = r[at:at + k]  # (k, E), best first for a list; (chosen, rejected) for a pair
+                at += k
+                if it.target is None:
+                    losses.append(plackett_luce_nll(ri.T).mean().reshape(1))
+                    hi, lo = torch.triu_indices(k, k, offset=1)
+                    d = ri[hi] - ri[lo]  # (k(k-1)/2, E)
+                else:
+                    t = torch.tensor([it.target], dtype=r.dtype)
+                    losses.append(reward_pair_loss(ri[:1], ri[1:], t, margin=it.margin))
+                    if it.target == 0.5:
+                        continue
+                    d = ri[:1] - ri[1:]  # (1, E)
+                diffs.append(d.mean(-1))
+                spread.append(d.std(-1) if r.shape[-1] > 1 else torch.zeros(len(d)))
+    diff = torch.cat(diffs) if diffs else torch.zeros(0)
+    out = {"val/loss": float(torch.cat(losses).mean()) if losses else float("nan"),
+           "val/accuracy": float((diff > 0).float().mean()) if len(diff) else float("nan"),
+           "val/margin": float(diff.mean()) if len(diff) else float("nan")}
     if model.config.num_labels > 1:
-        out["val/disagreement"] = float(torch.cat(spread).mean())
+        out["val/disagreement"] = float(torch.cat(spread).mean()) if spread else float("nan")
     return out

@@ -108,7 +108,8 @@ def tiny_model(spec: TinySpec, tokenizer: Any) -> Any:
                              rms_norm_eps=1e-5, **common)
     else:
         config = GPT2Config(n_embd=spec.d_model, n_layer=spec.n_layers, n_head=spec.n_heads,
-                            n_positions=spec.max_positions, **common)
+                            n_positions=spec.max_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                            **common)  # no dropout: DPO's policy must equal its reference at step 0
     torch.manual_seed(spec.seed)
     return AutoModelForCausalLM.from_config(config)
 
