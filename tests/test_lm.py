@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from rlhfkit.choice import bradley_terry_nll
+from rlhfkit.language import reward as rw
 from rlhfkit.language.data import PreferenceExample, RankedExample, SFTExample, load_data
 from rlhfkit.language.dpo import DPOSettings, dpo_loss, evaluate_dpo, train_dpo
 from rlhfkit.language.logprobs import Encoded, encode, pad, sequence_logprobs, token_logprobs
@@ -622,3 +623,21 @@ def test_dpo_ipo_and_cdpo_run(tiny_dir, tok):
         # the first step starts at π = π_ref: IPO loss (0 - 1/(2β))² = 1; cDPO -log σ(0) = ln 2
         expected = 1.0 if settings.loss_type == "ipo" else LN2
         assert first["train/loss"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_mean_pooled_reward_is_the_mean_of_per_token_head_outputs(tiny_dir, tok, tmp_path):
+    rm = load_reward_model(tiny_dir, num_heads=2, pad_token_id=tok.pad_token_id, pooling="mean").eval()
+    a = encode(tok, "Q:", " yes yes", max_length=32)
+    b = encode(tok, "Q: longer prompt", " no", max_length=32)
+    batch = pad([a, b], tok.pad_token_id)
+    with torch.no_grad():
+        got = rw.score(rm, batch)  # (2, 2)
+        for i, e in enumerate((a, b)):
+            ids = torch.tensor([e.input_ids])
+            h = rm.base_model(input_ids=ids).last_hidden_state  # (1, T, d)
+            want = rm.score(h)[0, e.n_prompt:].mean(0)  # mean over the response tokens and EOS
+            torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-5)
+    save_model(rm, tok, tmp_path / "rm")
+    assert load_reward_model(tmp_path / "rm").config.reward_pooling == "mean"
+    with pytest.raises(ValueError, match="pooling"):
+        load_reward_model(tiny_dir, pooling="max")

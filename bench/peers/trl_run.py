@@ -61,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-scheduler", default="linear", help="lr_scheduler_type (TRL/transformers default: linear)")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (default 1.0, as TRL)")
     p.add_argument("--torch-threads", type=int, default=None)
+    p.add_argument("--precompute-ref-log-probs", action="store_true",
+                   help="DPO: compute the reference log-probs once in the trainer's __init__ (outside the timed "
+                        "loop) instead of a reference forward every step (TRL's default: off)")
     return p.parse_args(argv)
 
 
@@ -166,7 +169,8 @@ def main(argv=None) -> None:
         from transformers import AutoModelForCausalLM
         from trl import DPOConfig, DPOTrainer
 
-        config = DPOConfig(**common, beta=args.beta, loss_type=["sigmoid"])
+        config = DPOConfig(**common, beta=args.beta, loss_type=["sigmoid"],
+                           precompute_ref_log_probs=args.precompute_ref_log_probs)
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
         ref_model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)  # frozen copy
         make = lambda cb: DPOTrainer(model=model, ref_model=ref_model, args=config, train_dataset=train_ds,
@@ -240,6 +244,7 @@ def main(argv=None) -> None:
     }
     if args.trainer == "dpo":
         out["beta"] = args.beta
+        out["precompute_ref_log_probs"] = bool(trainer.args.precompute_ref_log_probs)
 
     if eval_ds is not None:
         # Exact fraction over all eval pairs, using TRL's own compute_loss metric `acc_key` batch by

@@ -69,10 +69,19 @@ def _run(title: str, fn: Any) -> Any:
         return fn(update)
 
 
+def _is_main() -> bool:
+    """False in every process but the first under ``accelerate launch`` (only it writes files)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def _finish(out: Path, fitted: Any, model: Any, tokenizer: Any, held_out: dict[str, float], title: str) -> None:
     from rlhfkit.language.models import save_model
     from rlhfkit.language.train import plot_curves
 
+    if not _is_main():
+        return
     save_model(model, tokenizer, out)
     plot_curves(out / "metrics.jsonl", out / "curves.png")
     summary = {"steps": fitted.steps, "train_wall_s": round(fitted.wall_s, 2), "eval_s": round(fitted.eval_s, 2),
@@ -191,7 +200,8 @@ def sft_cmd(model: Path = Opt(..., help="Model directory."), data: Path = Opt(..
     if args.lora_r:
         lm = apply_lora(lm, args.lora_r, args.lora_alpha)
     train, val = _split(examples, args)
-    save_args(out, train=args, model=str(model), data=str(data))
+    if _is_main():
+        save_args(out, train=args, model=str(model), data=str(data))
     fitted = _run("SFT", lambda p: train_sft(lm, tok, train, val, args, out=out, progress=p))
     _finish(out, fitted, fitted.model, tok, {}, "SFT")
 
@@ -225,7 +235,8 @@ def rm_cmd(model: Path = Opt(..., help="Model directory (the SFT model, or any c
     if args.lora_r:
         rm = apply_lora(rm, args.lora_r, args.lora_alpha, task="SEQ_CLS")
     train, val = _split(loaded.examples, args)
-    save_args(out, train=args, model=str(model), data=str(data), heads=heads)
+    if _is_main():
+        save_args(out, train=args, model=str(model), data=str(data), heads=heads)
     fitted = _run("reward model", lambda p: train_reward_model(rm, tok, train, val, args, out=out, progress=p))
     held = {}
     if held_out is not None:
@@ -272,7 +283,8 @@ def dpo_cmd(model: Path = Opt(..., help="Policy to start from (usually the SFT m
     if args.lora_r:
         policy = apply_lora(policy, args.lora_r, args.lora_alpha)
     train, val = _split(loaded.examples, args)
-    save_args(out, train=args, dpo=settings, model=str(model), ref=str(ref or model), data=str(data))
+    if _is_main():
+        save_args(out, train=args, dpo=settings, model=str(model), ref=str(ref or model), data=str(data))
     reference = ref_model if ref_model is not None else load_causal_lm(model)
     fitted = _run("DPO", lambda p: train_dpo(policy, tok, train, val, args, settings, ref_model=reference, out=out,
                                              progress=p))

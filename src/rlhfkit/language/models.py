@@ -64,16 +64,20 @@ def load_causal_lm(model_dir: str | Path, *, dtype: Any = None) -> Any:
                                                 dtype=dtype or torch.float32)
 
 
-def load_reward_model(model_dir: str | Path, *, num_heads: int | None = None, pad_token_id: int | None = None) -> Any:
+def load_reward_model(model_dir: str | Path, *, num_heads: int | None = None, pad_token_id: int | None = None,
+                      pooling: str | None = None) -> Any:
     """A reward model: ``AutoModelForSequenceClassification`` with ``num_heads`` scalar outputs.
 
     From a causal-LM directory (e.g. the SFT model) the backbone is reused and the score head
     (``d_model → num_heads``, no bias) is freshly initialised; from a saved reward model it loads
     as is (``num_heads=None`` keeps a saved reward model's head count; 1 for a causal LM). The
-    score of a sequence is the head's output at its last non-padding token (the EOS).
+    score of a sequence is the head's output at its last non-padding token (the EOS), or with
+    ``pooling="mean"`` the mean of the head's outputs over the response tokens (recorded in the
+    config as ``reward_pooling``; see :func:`rlhfkit.language.reward.score`).
 
     Raises:
         FileNotFoundError: if the directory holds no model.
+        ValueError: for a pooling other than ``last`` or ``mean``.
     """
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -92,6 +96,10 @@ def load_reward_model(model_dir: str | Path, *, num_heads: int | None = None, pa
     # name the heads: the saved config then records their number (transformers omits default labels)
     model.config.id2label = {i: f"reward_{i}" for i in range(num_heads)}
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    if pooling is not None:
+        if pooling not in ("last", "mean"):
+            raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
+        model.config.reward_pooling = pooling
     return model
 
 

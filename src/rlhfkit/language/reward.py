@@ -141,8 +141,21 @@ class _Batch:
 
 
 def score(model: Any, batch: PaddedBatch) -> Tensor:
-    """Rewards of a padded batch of full sequences: ``(B, E)``, the heads' outputs at each last real token."""
-    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+    """Rewards of a padded batch of full sequences: ``(B, E)``.
+
+    ``config.reward_pooling`` chooses how: ``"last"`` (default, what every HF loader does) is the
+    heads' output at the last real token (the EOS); ``"mean"`` averages the heads' per-token
+    outputs over the response's tokens (``completion_mask``) — a sum of per-token rewards
+    normalised by length, which learns lexical preferences from few pairs.
+    """
+    inner = getattr(model, "module", model)  # under DDP the HF model is model.module
+    if getattr(inner.config, "reward_pooling", "last") != "mean":
+        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+    # through the (possibly DDP-wrapped) forward, so gradients synchronise
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+    per_token = inner.score(out.hidden_states[-1]).float()  # (B, T, E)
+    mask = batch.completion_mask.unsqueeze(-1).to(per_token.dtype)  # (B, T, 1)
+    return (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, E)
 
 
 def _bootstrap(items: Sequence[RewardItem], heads: int, seed: int) -> Tensor | None:

@@ -10,7 +10,9 @@ stopping, metrics (JSONL, TensorBoard when installed, a PNG of the curves) and t
 - ``units(items) -> float`` — how many units a list of examples holds.
 
 Exact under data parallelism: each optimiser step takes a global batch of ``batch_size``
-examples, split evenly over the processes (``accelerate launch``, gloo on CPU). Every process
+examples, split evenly over the processes (``accelerate launch --multi_gpu --num_processes 2``
+runs two CPU processes over gloo on a machine without GPUs; accelerate 1.15's ``--cpu`` flag
+silently starts one). Every process
 divides its summed loss by the units of the **global** batch and multiplies by the number of
 processes, so that DDP's gradient average equals the gradient of the global mean — the same
 update as one process with the whole batch, token-weighted losses included.
@@ -68,6 +70,8 @@ class TrainArgs:
     """Early stopping: stop after this many evaluations without improvement, keep the best (0: off)."""
     group_by_length: bool = True
     """Batch examples of similar length together (less padding); batch order stays random."""
+    shuffle: bool = True
+    """Shuffle the examples each epoch; False: batches in the data's order (``group_by_length`` ignored)."""
     seed: int = 0
     """Seed of the split, the batch order and any sampling."""
     gradient_checkpointing: bool = False
@@ -117,14 +121,18 @@ class Fitted:
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator, *,
-                           group: bool = True, mega: int = 32) -> list[list[int]]:
+                           group: bool = True, shuffle: bool = True, mega: int = 32) -> list[list[int]]:
     """Shuffled batches of indices; with ``group``, each batch holds examples of similar length.
 
     Indices are shuffled, cut into mega-batches of ``mega × batch_size``, sorted by length
     inside each, cut into batches, and the batches shuffled again — little padding, random order.
     The last incomplete batch is dropped when there are at least ``batch_size`` examples.
+    With ``shuffle=False`` the batches follow the data's order (no grouping).
     """
-    order = rng.permutation(len(lengths))
+    if not shuffle:
+        order, group = np.arange(len(lengths)), False
+    else:
+        order = rng.permutation(len(lengths))
     if group:
         chunks = [order[i:i + mega * batch_size] for i in range(0, len(order), mega * batch_size)]
         order = np.concatenate([c[np.argsort([-lengths[j] for j in c], kind="stable")] for c in chunks])
@@ -277,7 +285,8 @@ def fit(model: Any, train_items: Sequence[Any], val_items: Sequence[Any], *,
         return record
 
     while step < total and not stop:
-        for batch_idx in length_grouped_batches(lengths, args.batch_size, rng, group=args.group_by_length):
+        for batch_idx in length_grouped_batches(lengths, args.batch_size, rng, group=args.group_by_length,
+                                                shuffle=args.shuffle):
             items = [train_items[i] for i in batch_idx]
             norm = units(items) / world  # DDP averages over processes: see the module docstring
             mine = items[rank * local_size:(rank + 1) * local_size]
@@ -285,7 +294,7 @@ def fit(model: Any, train_items: Sequence[Any], val_items: Sequence[Any], *,
             chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
             for j, chunk in enumerate(chunks):
                 batch = collate(chunk)
-                result.tokens += count_tokens(batch) * world
+                result.tokens += count_tokens(batch)  # this process's; summed over processes at the end
                 ctx = acc.no_sync(model) if j < len(chunks) - 1 else _null()
                 with ctx:
                     loss, m = loss_sum(model, batch)
@@ -321,6 +330,8 @@ def fit(model: Any, train_items: Sequence[Any], val_items: Sequence[Any], *,
                             break
             if step >= total:
                 break
+    if world > 1:
+        result.tokens = int(acc.reduce(torch.tensor(result.tokens), reduction="sum"))
     result.wall_s = time.perf_counter() - start - eval_s
     result.eval_s = eval_s
     result.steps = step

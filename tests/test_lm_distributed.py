@@ -1,0 +1,107 @@
+"""Data-parallel training equals one process with the whole batch (rlhfkit.language.train.fit).
+
+The worker (tests/_lm_dist_worker.py) runs a few optimiser steps of the reward model (one head,
+and a 2-head bootstrap ensemble), DPO and SFT (also with micro-batches of one example, i.e.
+gradient accumulation under ``no_sync``) on a tiny Llama, batch 4, length-grouped batches.
+It runs once as a plain process and once as two gloo processes under ``accelerate launch``;
+every step's ``train/loss`` and ``train/grad_norm`` must agree. SFT is the telling case: its loss
+is a mean over completion tokens and the two processes hold different numbers of them.
+
+``accelerate launch --cpu --num_processes 2`` starts ONE process in accelerate 1.x (its "simple"
+launcher; multi-CPU needs mpirun or torchrun), so the test uses ``--multi_gpu --num_processes 2``,
+which goes through ``torch.distributed.run``; the worker's ``Accelerator(cpu=True)`` then sees
+``LOCAL_RANK`` and picks ``MULTI_CPU`` with gloo, GPU or not. The worker reports its process
+count, so a launcher that silently runs one process fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+WORKER = HERE / "_lm_dist_worker.py"
+DATA = HERE / "data" / "hh_rlhf_harmless_200.jsonl"
+TRAINERS = ["reward", "reward_ensemble", "dpo", "sft", "sft_micro1"]
+TOL = 1e-4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    # HF_HOME: keep any accelerate default_config.yaml of the user's out of the launch
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp / "hf")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[dict, dict]:
+    import torch
+
+    from rlhfkit.language.data import load_data
+    from rlhfkit.language.models import load_reward_model, load_tokenizer
+    from rlhfkit.language.tiny import TinySpec, build_tiny, texts_of
+
+    tmp = tmp_path_factory.mktemp("lm_dist")
+    examples = load_data(DATA, kind="preference", skip_bad=True).examples
+    model = build_tiny(texts_of(examples), tmp / "tiny", TinySpec(n_layers=1, d_model=32, n_heads=2, vocab_size=400))
+    tok = load_tokenizer(model)
+    heads = {}
+    for n in (1, 2):  # one saved reward checkpoint per head count: every run starts from the same head
+        torch.manual_seed(0)
+        heads[n] = tmp / f"rm{n}"
+        load_reward_model(model, num_heads=n, pad_token_id=tok.pad_token_id).save_pretrained(heads[n])
+        tok.save_pretrained(heads[n])
+    worker_args = [str(WORKER), "--model", str(model), "--rm", str(heads[1]), "--rm-ensemble", str(heads[2]),
+                   "--data", str(DATA)]
+    env = _env(tmp)
+
+    one = tmp / "one.json"
+    proc = subprocess.run([sys.executable, *worker_args, "--out", str(one)], check=False, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, f"single-process worker failed:\n{proc.stderr[-3000:]}"
+
+    two = tmp / "two.json"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port())]
+    try:
+        proc = subprocess.run([*launch, *worker_args, "--out", str(two)], check=False, env=env, capture_output=True, text=True,
+                              timeout=180)
+        failed, tail = proc.returncode != 0, proc.stderr[-3000:]
+    except subprocess.TimeoutExpired as e:
+        failed, tail = True, f"timed out after {e.timeout} s\n{(e.stderr or b'')[-3000:]!r}"
+    if failed and not Path(str(two) + ".started").exists():
+        pytest.skip(f"accelerate could not start 2 gloo processes on this machine (the process group never came "
+                    f"up):\n{tail}")
+    assert not failed, f"2-process worker failed after the process group came up:\n{tail}"
+    return json.loads(one.read_text()), json.loads(two.read_text())
+
+
+def test_two_processes_really_ran(runs):
+    one, two = runs
+    assert one["num_processes"] == 1
+    assert two["num_processes"] == 2, "accelerate launch ran one process: the comparison below would be vacuous"
+    assert two["backend"] == "gloo" and two["distributed_type"].endswith("MULTI_CPU")
+    # the SFT shards hold different completion-token counts, so token weighting is exercised
+    assert any(abs(a - b) > 50 for a, b in two["sft_completion_tokens_by_half"])
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_two_processes_equal_one(runs, trainer):
+    one, two = runs
+    a, b = one[trainer], two[trainer]
+    assert len(a["loss"]) == len(b["loss"]) > 1
+    for key in ("loss", "grad_norm"):
+        for step, (x, y) in enumerate(zip(a[key], b[key]), 1):
+            assert y == pytest.approx(x, rel=TOL, abs=TOL), f"{trainer} step {step} {key}: 1 process {x}, 2 {y}"
