@@ -641,3 +641,27 @@ def test_mean_pooled_reward_is_the_mean_of_per_token_head_outputs(tiny_dir, tok,
     assert load_reward_model(tmp_path / "rm").config.reward_pooling == "mean"
     with pytest.raises(ValueError, match="pooling"):
         load_reward_model(tiny_dir, pooling="max")
+
+
+def test_length_chunks_respect_the_token_budget_and_keep_every_index():
+    from rlhfkit.language.logprobs import length_chunks
+
+    lengths = [5, 100, 7, 60, 61, 3]
+    chunks = length_chunks(lengths, 130)
+    # longest first: [100] (2 × 100 > 130), [61, 60] (122), [7, 5, 3] (21)
+    assert chunks == [[1], [4, 3], [2, 0, 5]]
+    assert length_chunks(lengths, 0) == [list(range(6))]
+    assert length_chunks([500], 10) == [[0]]  # a chunk holds at least one sequence
+
+
+def test_chunked_scoring_gives_the_same_rewards_and_gradients_as_one_padded_batch(tiny_dir, tok):
+    from rlhfkit.language.logprobs import run_chunked
+
+    rm = load_reward_model(tiny_dir, num_heads=2, pad_token_id=tok.pad_token_id)
+    seqs = [encode(tok, "Q:" + " word" * k, " yes" * (1 + k % 3), max_length=64) for k in (9, 1, 5, 0, 12)]
+    whole = rw.score(rm, pad(seqs, tok.pad_token_id))  # (5, 2)
+    g_whole = torch.autograd.grad(whole.sum(), rm.score.weight)[0]
+    chunked = run_chunked(lambda pb: rw.score(rm, pb), seqs, tok.pad_token_id, max_tokens=40)
+    g_chunked = torch.autograd.grad(chunked.sum(), rm.score.weight)[0]
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(g_chunked, g_whole, atol=1e-5, rtol=1e-4)

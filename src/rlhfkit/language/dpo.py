@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from rlhfkit.choice import bradley_terry_nll
-from rlhfkit.language.logprobs import Encoded, PaddedBatch, pad, sequence_logprobs
-from rlhfkit.language.train import Fitted, TrainArgs, fit
+from rlhfkit.language.logprobs import Encoded, run_chunked, sequence_logprobs
+from rlhfkit.language.train import Fitted, TrainArgs, chunk_budget, fit
 
 __all__ = ["DPOItem", "DPOSettings", "dpo_loss", "evaluate_dpo", "reference_logprobs", "train_dpo"]
 
@@ -106,12 +106,12 @@ class DPOItem:
 
 @dataclass(frozen=True)
 class _Batch:
-    padded: PaddedBatch  # chosen rows first, then rejected
+    sequences: tuple[Encoded, ...]  # the B chosen responses, then the B rejected
     ref: Tensor  # (4, B): sums c, r; averages c, r
 
     @property
     def n_tokens(self) -> int:
-        return self.padded.n_tokens
+        return sum(len(s) for s in self.sequences)
 
 
 def reference_logprobs(model: Any, pairs: Sequence[tuple[Encoded, Encoded]], pad_id: int, *,
@@ -126,8 +126,13 @@ def reference_logprobs(model: Any, pairs: Sequence[tuple[Encoded, Encoded]], pad
     with torch.no_grad():
         for i in range(0, len(pairs), batch_size):
             chunk = pairs[i:i + batch_size]
-            batch = pad([c for c, _ in chunk] + [r for _, r in chunk], pad_id)
-            lp, n = sequence_logprobs(model, batch)
+            seqs = [c for c, _ in chunk] + [r for _, r in chunk]
+            def lp_and_length(pb: Any) -> Tensor:
+                lp, n = sequence_logprobs(model, pb)
+                return torch.stack([lp, n.to(lp.dtype)], -1)
+
+            lp_n = run_chunked(lp_and_length, seqs, pad_id, max_tokens=4096)  # (2b, 2): log-prob, length
+            lp, n = lp_n[:, 0], lp_n[:, 1]
             b = len(chunk)
             avg = lp / n.clamp(min=1)
             rows.append(torch.stack([lp[:b], lp[b:], avg[:b], avg[b:]], dim=-1))
@@ -159,15 +164,17 @@ def _pair_metrics(losses: Tensor, cr: Tensor, rr: Tensor, prefix: str) -> dict[s
 
 
 def _collate(items: Sequence[DPOItem], pad_id: int) -> _Batch:
-    padded = pad([it.chosen for it in items] + [it.rejected for it in items], pad_id)
+    sequences = tuple([it.chosen for it in items] + [it.rejected for it in items])
     ref_t = torch.tensor([[it.ref_chosen, it.ref_rejected, it.ref_chosen_avg, it.ref_rejected_avg]
                           for it in items], dtype=torch.float32).T  # (4, B)
-    return _Batch(padded, ref_t)
+    return _Batch(sequences, ref_t)
 
 
-def _pair_losses(m: Any, batch: _Batch, settings: DPOSettings) -> tuple[Tensor, Tensor, Tensor]:
+def _pair_losses(m: Any, batch: _Batch, settings: DPOSettings, pad_id: int,
+                 max_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
     ipo = settings.loss_type == "ipo"
-    lp, _ = sequence_logprobs(m, batch.padded, average=ipo)  # (2B,)
+    lp = run_chunked(lambda pb: sequence_logprobs(m, pb, average=ipo)[0], batch.sequences, pad_id,
+                     max_tokens=max_tokens)  # (2B,)
     b = batch.ref.shape[1]
     rc, rr = (batch.ref[2], batch.ref[3]) if ipo else (batch.ref[0], batch.ref[1])
     return dpo_loss(lp[:b], lp[b:], rc, rr, beta=settings.beta, loss_type=settings.loss_type,
@@ -180,7 +187,7 @@ def _evaluate_items(m: Any, items: Sequence[DPOItem], pad_id: int, settings: DPO
     with torch.no_grad():
         for i in range(0, len(items), batch_size):
             batch = _collate(items[i:i + batch_size], pad_id)
-            for k, (s, n) in _pair_metrics(*_pair_losses(m, batch, settings), "val").items():
+            for k, (s, n) in _pair_metrics(*_pair_losses(m, batch, settings, pad_id, 4096), "val").items():
                 a, c = sums.get(k, (0.0, 0.0))
                 sums[k] = (a + s, c + n)
     return {k: s / n for k, (s, n) in sums.items()}
@@ -236,7 +243,7 @@ def train_dpo(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[An
         return _collate(items, pad_id)
 
     def loss_sum(m: Any, batch: _Batch) -> tuple[Tensor, dict]:
-        losses, cr, rr = _pair_losses(m, batch, settings)
+        losses, cr, rr = _pair_losses(m, batch, settings, pad_id, chunk_budget(m, args))
         return losses.sum(), _pair_metrics(losses, cr, rr, "train")
 
     def evaluate(m: Any, items: Sequence[DPOItem]) -> dict[str, float]:

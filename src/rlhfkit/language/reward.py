@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from rlhfkit.choice import bradley_terry_nll, plackett_luce_nll
-from rlhfkit.language.logprobs import Encoded, PaddedBatch, encode, pad
-from rlhfkit.language.train import Fitted, TrainArgs, fit
+from rlhfkit.language.logprobs import Encoded, PaddedBatch, encode, run_chunked
+from rlhfkit.language.train import Fitted, TrainArgs, chunk_budget, fit
 
 __all__ = ["RewardItem", "encode_preferences", "reward_pair_loss", "score", "train_reward_model"]
 
@@ -132,12 +132,12 @@ def encode_preferences(tokenizer: Any, examples: Sequence[Any], max_length: int)
 
 @dataclass(frozen=True)
 class _Batch:
-    padded: PaddedBatch
+    sequences: tuple[Encoded, ...]  # every item's responses, in item order
     items: tuple[RewardItem, ...]
 
     @property
     def n_tokens(self) -> int:
-        return self.padded.n_tokens
+        return sum(len(s) for s in self.sequences)
 
 
 def score(model: Any, batch: PaddedBatch) -> Tensor:
@@ -218,10 +218,11 @@ def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Se
     pad_id = tokenizer.pad_token_id
 
     def collate(items: list[RewardItem]) -> _Batch:
-        return _Batch(pad([r for it in items for r in it.responses], pad_id), tuple(items))
+        return _Batch(tuple(r for it in items for r in it.responses), tuple(items))
 
     def loss_sum(m: Any, batch: _Batch) -> tuple[Tensor, dict]:
-        return _items_loss(score(m, batch.padded), batch.items, args.seed)
+        rewards = run_chunked(lambda pb: score(m, pb), batch.sequences, pad_id, max_tokens=chunk_budget(m, args))
+        return _items_loss(rewards, batch.items, args.seed)
 
     def evaluate(m: Any, items: Sequence[RewardItem]) -> dict[str, float]:
         return evaluate_reward_model(m, pad_id, items)
@@ -243,7 +244,8 @@ def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], 
     with torch.no_grad():
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
-            r = score(model, pad([x for it in chunk for x in it.responses], pad_id))  # (N, E)
+            r = run_chunked(lambda pb: score(model, pb), [x for it in chunk for x in it.responses], pad_id,
+                            max_tokens=4096)  # (N, E)
             at = 0
             for it in chunk:
                 k = len(it.responses)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-__all__ = ["Fitted", "TrainArgs", "fit", "length_grouped_batches", "plot_curves"]
+__all__ = ["Fitted", "TrainArgs", "chunk_budget", "fit", "length_grouped_batches", "plot_curves"]
 
 Metrics = dict[str, tuple[float, float]]
 
@@ -52,6 +52,9 @@ class TrainArgs:
     """Examples (pairs, for preference trainers) per optimiser step, over all processes."""
     micro_batch_size: int = 0
     """Examples per forward pass on one process (0: the whole per-process batch); gradients accumulate."""
+    chunk_tokens: int = 4096
+    """The sequences of a (micro-)batch run in length-sorted chunks of at most this many padded
+    tokens: same loss and gradient, less padding (0: one padded forward; always one under DDP)."""
     max_length: int = 512
     """Longest sequence in tokens (prompt truncated from the left first)."""
     warmup_ratio: float = 0.05
@@ -87,7 +90,7 @@ class TrainArgs:
         for name in ("lr", "epochs", "batch_size", "max_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_steps", "micro_batch_size", "eval_every", "patience", "lora_r"):
+        for name in ("max_steps", "micro_batch_size", "chunk_tokens", "eval_every", "patience", "lora_r"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1:
@@ -142,6 +145,11 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.rand
     if group:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def chunk_budget(model: Any, args: TrainArgs) -> int:
+    """``args.chunk_tokens``, or 0 for a DDP-wrapped model (its forward must run once per backward)."""
+    return 0 if isinstance(model, torch.nn.parallel.DistributedDataParallel) else args.chunk_tokens
 
 
 def _schedule(args: TrainArgs, total: int) -> Callable[[int], float]:
