@@ -43,13 +43,7 @@ NLS_M1 = math.log1p(math.exp(1.0))  # 1.3132617
 LN2 = math.log(2.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared and has 2 cores: one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread: tests/conftest.py's autouse fixture
 
 
 TOPICS = ["apples", "rivers", "music", "trains", "cats", "rain", "books", "stars"]

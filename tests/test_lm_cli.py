@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from rlhfkit.cli import app
@@ -22,13 +21,7 @@ RUN_FILES = ("model.safetensors", "config.json", "tokenizer.json", "metrics.json
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared and has 2 cores: one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread: tests/conftest.py's autouse fixture
 
 
 def _invoke(args: list[str]):

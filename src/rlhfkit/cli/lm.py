@@ -289,7 +289,9 @@ def dpo_cmd(model: Path = Opt(..., help="Policy to start from (usually the SFT m
     train, val = _split(loaded.examples, args)
     if _is_main():
         save_args(out, train=args, dpo=settings, model=str(model), ref=str(ref or model), data=str(data))
-    reference = ref_model if ref_model is not None else load_causal_lm(model)
+    # a separate reference copy is needed only to score --eval-file after training; without one,
+    # train_dpo takes the reference log-probs from the policy before its first update
+    reference = ref_model if ref_model is not None or held_out is None else load_causal_lm(model)
     fitted = _run("DPO", lambda p: train_dpo(policy, tok, train, val, args, settings, ref_model=reference, out=out,
                                              progress=p))
     held = {}

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from rlhfkit.choice import bradley_terry_nll
-from rlhfkit.language.logprobs import Encoded, run_chunked, sequence_logprobs
+from rlhfkit.language.logprobs import CHUNK_TOKENS, Encoded, run_chunked, sequence_logprobs
 from rlhfkit.language.train import Fitted, TrainArgs, chunk_budget, fit
 
 __all__ = ["DPOItem", "DPOSettings", "dpo_loss", "evaluate_dpo", "reference_logprobs", "train_dpo"]
@@ -131,7 +131,7 @@ def reference_logprobs(model: Any, pairs: Sequence[tuple[Encoded, Encoded]], pad
                 lp, n = sequence_logprobs(model, pb)
                 return torch.stack([lp, n.to(lp.dtype)], -1)
 
-            lp_n = run_chunked(lp_and_length, seqs, pad_id, max_tokens=4096)  # (2b, 2): log-prob, length
+            lp_n = run_chunked(lp_and_length, seqs, pad_id, max_tokens=CHUNK_TOKENS)  # (2b, 2): log-prob, length
             lp, n = lp_n[:, 0], lp_n[:, 1]
             b = len(chunk)
             avg = lp / n.clamp(min=1)
@@ -187,7 +187,7 @@ def _evaluate_items(m: Any, items: Sequence[DPOItem], pad_id: int, settings: DPO
     with torch.no_grad():
         for i in range(0, len(items), batch_size):
             batch = _collate(items[i:i + batch_size], pad_id)
-            for k, (s, n) in _pair_metrics(*_pair_losses(m, batch, settings, pad_id, 4096), "val").items():
+            for k, (s, n) in _pair_metrics(*_pair_losses(m, batch, settings, pad_id, CHUNK_TOKENS), "val").items():
                 a, c = sums.get(k, (0.0, 0.0))
                 sums[k] = (a + s, c + n)
     return {k: s / n for k, (s, n) in sums.items()}

@@ -19,8 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Encoded", "PaddedBatch", "encode", "length_chunks", "pad", "run_chunked", "sequence_logprobs",
+__all__ = ["CHUNK_TOKENS", "Encoded", "PaddedBatch", "encode", "length_chunks", "pad", "run_chunked", "sequence_logprobs",
            "token_logprobs"]
+
+
+CHUNK_TOKENS = 4096
+"""Default padded-token budget of one forward chunk (:func:`run_chunked`)."""
 
 
 @dataclass(frozen=True)

@@ -79,10 +79,10 @@ def load_reward_model(model_dir: str | Path, *, num_heads: int | None = None, pa
         FileNotFoundError: if the directory holds no model.
         ValueError: for a pooling other than ``last`` or ``mean``.
     """
+    import json
+
     import torch
     from transformers import AutoModelForSequenceClassification
-
-    import json
 
     quiet_transformers()
     config = json.loads((_check_dir(model_dir) / "config.json").read_text())

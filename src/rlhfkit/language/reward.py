@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from rlhfkit.choice import bradley_terry_nll, plackett_luce_nll
-from rlhfkit.language.logprobs import Encoded, PaddedBatch, encode, run_chunked
+from rlhfkit.language.logprobs import CHUNK_TOKENS, Encoded, PaddedBatch, encode, run_chunked
 from rlhfkit.language.train import Fitted, TrainArgs, chunk_budget, fit
 
 __all__ = ["RewardItem", "encode_preferences", "reward_pair_loss", "score", "train_reward_model"]
@@ -245,7 +245,7 @@ def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], 
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
             r = run_chunked(lambda pb: score(model, pb), [x for it in chunk for x in it.responses], pad_id,
-                            max_tokens=4096)  # (N, E)
+                            max_tokens=CHUNK_TOKENS)  # (N, E)
             at = 0
             for it in chunk:
                 k = len(it.responses)

@@ -33,6 +33,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from rlhfkit.language.logprobs import CHUNK_TOKENS
+
 __all__ = ["Fitted", "TrainArgs", "chunk_budget", "fit", "length_grouped_batches", "plot_curves"]
 
 Metrics = dict[str, tuple[float, float]]
@@ -52,7 +54,7 @@ class TrainArgs:
     """Examples (pairs, for preference trainers) per optimiser step, over all processes."""
     micro_batch_size: int = 0
     """Examples per forward pass on one process (0: the whole per-process batch); gradients accumulate."""
-    chunk_tokens: int = 4096
+    chunk_tokens: int = CHUNK_TOKENS
     """The sequences of a (micro-)batch run in length-sorted chunks of at most this many padded
     tokens: same loss and gradient, less padding (0: one padded forward; always one under DDP)."""
     max_length: int = 512
@@ -260,7 +262,7 @@ def fit(model: Any, train_items: Sequence[Any], val_items: Sequence[Any], *,
     if len(train_items) < args.batch_size:
         raise ValueError(f"{len(train_items)} training examples: fewer than one batch of {args.batch_size}")
     rng = np.random.default_rng(args.seed)
-    per_epoch = len(length_grouped_batches(lengths, args.batch_size, np.random.default_rng(0), group=False))
+    per_epoch = len(train_items) // args.batch_size  # full batches (the incomplete last one is dropped)
     total = args.max_steps or math.ceil(args.epochs * per_epoch)  # max_steps, when given, overrides epochs
     if args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable()
