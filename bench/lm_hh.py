@@ -25,11 +25,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rlhfkit.language.data import load_data, sft_from_preferences, train_val_split
-from rlhfkit.language.dpo import DPOSettings, evaluate_dpo, train_dpo
+from rlhfkit.language.dpo import DPOSettings, evaluate_dpo, reference_logprobs, train_dpo
+from rlhfkit.language.logprobs import CHUNK_TOKENS, encode, run_chunked
 from rlhfkit.language.models import load_causal_lm, load_reward_model, load_tokenizer, save_model
-from rlhfkit.language.reward import encode_preferences, evaluate_reward_model, train_reward_model
+from rlhfkit.language.reward import encode_preferences, evaluate_reward_model, score, train_reward_model
 from rlhfkit.language.sft import train_sft
 from rlhfkit.language.tiny import TinySpec, build_tiny, texts_of
 from rlhfkit.language.train import TrainArgs, set_threads
@@ -49,6 +51,24 @@ def shorter_is_chosen(tok, examples) -> float:
         c, r = len(tok(ex.chosen)["input_ids"]), len(tok(ex.rejected)["input_ids"])
         score += 1.0 if c < r else 0.5 if c == r else 0.0
     return score / len(examples)
+
+
+def reward_margins(model, tok, test, max_length: int) -> list[float]:
+    """``r(chosen) - r(rejected)`` of each test pair (mean over heads)."""
+    items = encode_preferences(tok, test, max_length)
+    with torch.no_grad():
+        r = run_chunked(lambda pb: score(model, pb), [x for it in items for x in it.responses], tok.pad_token_id,
+                        max_tokens=CHUNK_TOKENS).mean(-1)
+    return (r[0::2] - r[1::2]).tolist()
+
+
+def dpo_margins(model, ref, tok, test, beta: float, max_length: int) -> list[float]:
+    """``β log π/π_ref(chosen) - β log π/π_ref(rejected)`` of each test pair."""
+    pairs = [(encode(tok, ex.prompt, ex.chosen, max_length=max_length),
+              encode(tok, ex.prompt, ex.rejected, max_length=max_length)) for ex in test]
+    lp_ref = reference_logprobs(ref, pairs, tok.pad_token_id)
+    lp = reference_logprobs(model, pairs, tok.pad_token_id)
+    return (beta * ((lp[:, 0] - lp_ref[:, 0]) - (lp[:, 1] - lp_ref[:, 1]))).tolist()
 
 
 def run_fold(what: str, train_all: list, test: list, a: argparse.Namespace, work: Path) -> dict:
@@ -73,11 +93,13 @@ def run_fold(what: str, train_all: list, test: list, a: argparse.Namespace, work
         fitted.model.eval()
         ev = evaluate_reward_model(fitted.model, tok.pad_token_id, encode_preferences(tok, test, a.max_length))
         out["accuracy"] = ev["val/accuracy"]
+        out["margins"] = reward_margins(fitted.model, tok, test, a.max_length)
     else:
         settings = DPOSettings(beta=a.beta, loss_type=a.loss)
         fitted = train_dpo(load_causal_lm(base), tok, train, val, args, settings)
         ev = evaluate_dpo(fitted.model, load_causal_lm(base), tok, test, settings, a.max_length)
         out["accuracy"] = ev["val/rewards/accuracies"]
+        out["margins"] = dpo_margins(fitted.model, load_causal_lm(base), tok, test, a.beta, a.max_length)
     out.update(best_step=fitted.best.get("step"), train_s=fitted.wall_s, eval_s=fitted.eval_s,
                tokens_per_s=fitted.tokens_per_s, total_s=time.perf_counter() - t0)
     return out
@@ -104,11 +126,14 @@ def main() -> None:
     ap.add_argument("--loss", default="sigmoid")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log", type=Path, default=None, help="append the JSON results here")
+    ap.add_argument("--scores", type=Path, default=None,
+                    help="write each held-out pair's margin here (JSON: pair index -> margin), for ensembles")
     a = ap.parse_args()
     set_threads()
     examples = load_data(DATA, skip_bad=True).examples
     parts = folds(len(examples), 5)
     rows, correct, heur, n = [], 0.0, 0.0, 0
+    margins: dict[int, float] = {}
     print(f"{a.what}: {len(examples)} HH-RLHF pairs, 5 folds; settings {vars(a)}")
     for k in range(a.folds):
         test_idx = set(parts[k].tolist())
@@ -117,6 +142,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             r = run_fold(a.what, train_all, test, a, Path(tmp))
         rows.append(r)
+        margins.update(zip(sorted(test_idx), r.pop("margins")))
         correct, heur, n = correct + r["accuracy"] * len(test), heur + r["heuristic"] * len(test), n + len(test)
         print(f"fold {k}: accuracy {r['accuracy']:.4f}  shorter-is-chosen {r['heuristic']:.4f}  "
               f"best step {r['best_step']}  train {r['train_s']:.0f} s  {r['tokens_per_s']:.0f} tok/s  "
@@ -125,6 +151,9 @@ def main() -> None:
                "mean_fold_total_s": float(np.mean([r["total_s"] for r in rows])), "settings": vars(a) | {"log": None}}
     print(f"pooled over {n} held-out pairs: accuracy {correct / n:.4f} (shorter-is-chosen {heur / n:.4f}); "
           f"mean time per fold {summary['mean_fold_total_s']:.0f} s")
+    if a.scores:
+        a.scores.write_text(json.dumps({"settings": vars(a) | {"log": None, "scores": None}, "margins": margins},
+                                       default=str))
     if a.log:
         with a.log.open("a") as f:
             f.write(json.dumps(summary, default=str) + "\n")

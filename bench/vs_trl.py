@@ -69,7 +69,8 @@ def worker_ours(a: argparse.Namespace) -> dict:
 
     args = TrainArgs(lr=a.lr, max_steps=a.steps, batch_size=a.batch_size, max_length=a.max_length,
                      warmup_ratio=0.0, schedule="linear", weight_decay=0.0, max_grad_norm=1.0, val_fraction=0.0,
-                     shuffle=False, seed=a.seed, gradient_checkpointing=a.gradient_checkpointing)
+                     shuffle=False, seed=a.seed, gradient_checkpointing=a.gradient_checkpointing,
+                     share_prefix=not a.no_share_prefix)
     tok = load_tokenizer(a.model)
     t0 = time.perf_counter()
     if a.trainer == "reward":
@@ -173,7 +174,7 @@ def _last_json(proc: subprocess.CompletedProcess, what: str, log: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_ours(a, trainer: str, paths: dict, work: Path, gc: bool = False) -> dict:
+def run_ours(a, trainer: str, paths: dict, work: Path, gc: bool = False, share: bool = True) -> dict:
     model = paths["rm"] if trainer == "reward" else paths["model"]
     lr = a.lr_rm if trainer == "reward" else a.lr_dpo
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "ours", "--trainer", trainer,
@@ -182,8 +183,11 @@ def run_ours(a, trainer: str, paths: dict, work: Path, gc: bool = False) -> dict
            "--beta", str(a.beta), "--seed", str(a.seed), "--threads", str(a.threads)]
     if gc:
         cmd.append("--gradient-checkpointing")
+    if not share:
+        cmd.append("--no-share-prefix")
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=_env(a.threads), cwd=ROOT)
-    return _last_json(proc, f"rlhfkit {trainer}", work / f"ours-{trainer}{'-gc' if gc else ''}.log")
+    tag = f"{'-gc' if gc else ''}{'' if share else '-unshared'}"
+    return _last_json(proc, f"rlhfkit {trainer}", work / f"ours-{trainer}{tag}.log")
 
 
 def run_trl(a, trainer: str, paths: dict, work: Path, gc: bool, precompute: bool = False) -> dict:
@@ -230,6 +234,7 @@ def main() -> None:
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--lr", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-share-prefix", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(worker_ours(a)))
@@ -267,6 +272,8 @@ def main() -> None:
     for trainer in [t.strip() for t in a.trainers.split(",") if t.strip()]:
         print(f"... {trainer}: rlhfkit", flush=True)
         rows.append((trainer, "rlhfkit", run_ours(a, trainer, paths, work)))
+        print(f"... {trainer}: rlhfkit, each sequence alone (no shared prompt prefix)", flush=True)
+        rows.append((trainer, "rlhfkit, no prefix sharing", run_ours(a, trainer, paths, work, share=False)))
         if a.ours_gc:
             print(f"... {trainer}: rlhfkit, gradient checkpointing", flush=True)
             rows.append((trainer, "rlhfkit, grad ckpt", run_ours(a, trainer, paths, work, gc=True)))

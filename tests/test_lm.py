@@ -659,3 +659,40 @@ def test_chunked_scoring_gives_the_same_rewards_and_gradients_as_one_padded_batc
     g_chunked = torch.autograd.grad(chunked.sum(), rm.score.weight)[0]
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(g_chunked, g_whole, atol=1e-5, rtol=1e-4)
+
+
+def test_sharing_the_prompt_prefix_leaves_reward_dpo_and_sft_training_unchanged(tiny_dir, tok):
+    """Packed (shared-prefix) forwards give the same per-step losses as one sequence per row."""
+    pairs = load_data(HH).examples[:24]  # real multi-turn prompts: long shared prefixes
+    args = TrainArgs(lr=1e-3, max_steps=3, batch_size=8, max_length=128, val_fraction=0.0, shuffle=False,
+                     warmup_ratio=0.0)
+
+    def losses(train, make, **kw):
+        out = []
+        for share in (True, False):
+            torch.manual_seed(0)  # the same fresh reward head
+            fitted = train(make(), tok, pairs, [], replace(args, share_prefix=share), **kw)
+            out.append([h["train/loss"] for h in fitted.history if "train/loss" in h])
+        return out
+
+    shared, alone = losses(train_reward_model, lambda: load_reward_model(tiny_dir, pad_token_id=tok.pad_token_id))
+    assert len(shared) == 3 and shared[0] != shared[-1]
+    np.testing.assert_allclose(shared, alone, atol=1e-5)
+    shared, alone = losses(train_dpo, lambda: load_causal_lm(tiny_dir), settings=DPOSettings(beta=0.1))
+    np.testing.assert_allclose(shared, alone, atol=1e-5)
+    assert shared[0] == pytest.approx(LN2, abs=1e-6)
+
+
+def test_sft_trainer_loss_equals_sft_loss_on_full_logits(tiny_dir, tok):
+    """The trainer projects only completion positions to the vocabulary; its first loss must equal
+    sft_loss on a full forward of the same batch."""
+    demos = [SFTExample(prompt=f"Question {i}: colour?", completion=f" blue {TOPICS[i % 8]}") for i in range(8)]
+    demos += [SFTExample(prompt="", completion=" no prompt at all")]
+    model = load_causal_lm(tiny_dir)
+    enc = encode_sft(tok, demos, 64)
+    batch = pad(enc, tok.pad_token_id)
+    with torch.no_grad():
+        loss, n = sft_loss(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
+    args = TrainArgs(lr=1e-3, max_steps=1, batch_size=len(demos), max_length=64, val_fraction=0.0, shuffle=False)
+    fitted = train_sft(model, tok, demos, [], args)
+    assert fitted.history[0]["train/loss"] == pytest.approx(float(loss / n), rel=1e-5)

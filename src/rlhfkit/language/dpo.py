@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 
 from rlhfkit.choice import bradley_terry_nll
-from rlhfkit.language.logprobs import CHUNK_TOKENS, Encoded, run_chunked, sequence_logprobs
+from rlhfkit.language.logprobs import CHUNK_TOKENS, Encoded, can_pack, packed_logprobs, run_packed
 from rlhfkit.language.train import Fitted, TrainArgs, chunk_budget, fit
 
-__all__ = ["DPOItem", "DPOSettings", "dpo_loss", "evaluate_dpo", "reference_logprobs", "train_dpo"]
+__all__ = ["DPOItem", "DPOSettings", "dpo_loss", "evaluate_dpo", "pair_logprobs", "reference_logprobs", "train_dpo"]
 
 LossType = Literal["sigmoid", "cdpo", "ipo"]
 
@@ -106,16 +106,33 @@ class DPOItem:
 
 @dataclass(frozen=True)
 class _Batch:
-    sequences: tuple[Encoded, ...]  # the B chosen responses, then the B rejected
+    pairs: tuple[tuple[Encoded, Encoded], ...]  # (chosen, rejected)
     ref: Tensor  # (4, B): sums c, r; averages c, r
 
     @property
     def n_tokens(self) -> int:
-        return sum(len(s) for s in self.sequences)
+        return sum(len(c) + len(r) for c, r in self.pairs)
+
+
+def pair_logprobs(model: Any, pairs: Sequence[tuple[Encoded, Encoded]], pad_id: int, *,
+                  max_tokens: int = CHUNK_TOKENS, share_prefix: bool = True) -> tuple[Tensor, Tensor]:
+    """``log π(y | x)`` of each pair's chosen and rejected completion: ``(logprobs (N, 2), n_tokens (N, 2))``.
+
+    A pair's shared prompt prefix runs once when ``share_prefix`` and the model allows it
+    (:func:`rlhfkit.language.logprobs.run_packed`); chunks hold at most ``max_tokens`` padded
+    tokens (0: one chunk). Gradients flow when called with them enabled.
+    """
+    def lp_and_length(pb: Any) -> Tensor:
+        lp, n = packed_logprobs(model, pb)
+        return torch.stack([lp, n.to(lp.dtype)], -1)
+
+    lp_n = run_packed(lp_and_length, pairs, pad_id, max_tokens=max_tokens,
+                      share_prefix=share_prefix and can_pack(model))  # (2N, 2), chosen then rejected per pair
+    return lp_n[:, 0].reshape(-1, 2), lp_n[:, 1].reshape(-1, 2)
 
 
 def reference_logprobs(model: Any, pairs: Sequence[tuple[Encoded, Encoded]], pad_id: int, *,
-                       batch_size: int = 16) -> Tensor:
+                       batch_size: int = 16, share_prefix: bool = True) -> Tensor:
     """``log π_ref`` of each pair's chosen and rejected completion, computed once without gradients.
 
     Returns:
@@ -125,17 +142,8 @@ def reference_logprobs(model: Any, pairs: Sequence[tuple[Encoded, Encoded]], pad
     rows = []
     with torch.no_grad():
         for i in range(0, len(pairs), batch_size):
-            chunk = pairs[i:i + batch_size]
-            seqs = [c for c, _ in chunk] + [r for _, r in chunk]
-            def lp_and_length(pb: Any) -> Tensor:
-                lp, n = sequence_logprobs(model, pb)
-                return torch.stack([lp, n.to(lp.dtype)], -1)
-
-            lp_n = run_chunked(lp_and_length, seqs, pad_id, max_tokens=CHUNK_TOKENS)  # (2b, 2): log-prob, length
-            lp, n = lp_n[:, 0], lp_n[:, 1]
-            b = len(chunk)
-            avg = lp / n.clamp(min=1)
-            rows.append(torch.stack([lp[:b], lp[b:], avg[:b], avg[b:]], dim=-1))
+            lp, n = pair_logprobs(model, pairs[i:i + batch_size], pad_id, share_prefix=share_prefix)  # (b, 2) each
+            rows.append(torch.cat([lp, lp / n.clamp(min=1)], dim=-1))
     return torch.cat(rows) if rows else torch.zeros((0, 4))
 
 
@@ -164,30 +172,31 @@ def _pair_metrics(losses: Tensor, cr: Tensor, rr: Tensor, prefix: str) -> dict[s
 
 
 def _collate(items: Sequence[DPOItem], pad_id: int) -> _Batch:
-    sequences = tuple([it.chosen for it in items] + [it.rejected for it in items])
+    pairs = tuple((it.chosen, it.rejected) for it in items)
     ref_t = torch.tensor([[it.ref_chosen, it.ref_rejected, it.ref_chosen_avg, it.ref_rejected_avg]
                           for it in items], dtype=torch.float32).T  # (4, B)
-    return _Batch(sequences, ref_t)
+    return _Batch(pairs, ref_t)
 
 
-def _pair_losses(m: Any, batch: _Batch, settings: DPOSettings, pad_id: int,
-                 max_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
+def _pair_losses(m: Any, batch: _Batch, settings: DPOSettings, pad_id: int, max_tokens: int,
+                 share_prefix: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     ipo = settings.loss_type == "ipo"
-    lp = run_chunked(lambda pb: sequence_logprobs(m, pb, average=ipo)[0], batch.sequences, pad_id,
-                     max_tokens=max_tokens)  # (2B,)
-    b = batch.ref.shape[1]
+    lp, n = pair_logprobs(m, batch.pairs, pad_id, max_tokens=max_tokens, share_prefix=share_prefix)  # (B, 2) each
+    if ipo:
+        lp = lp / n.clamp(min=1)
     rc, rr = (batch.ref[2], batch.ref[3]) if ipo else (batch.ref[0], batch.ref[1])
-    return dpo_loss(lp[:b], lp[b:], rc, rr, beta=settings.beta, loss_type=settings.loss_type,
+    return dpo_loss(lp[:, 0], lp[:, 1], rc, rr, beta=settings.beta, loss_type=settings.loss_type,
                     label_smoothing=settings.label_smoothing)
 
 
 def _evaluate_items(m: Any, items: Sequence[DPOItem], pad_id: int, settings: DPOSettings,
-                    batch_size: int = 16) -> dict[str, float]:
+                    batch_size: int = 16, share_prefix: bool = True) -> dict[str, float]:
     sums: dict[str, tuple[float, float]] = {}
     with torch.no_grad():
         for i in range(0, len(items), batch_size):
             batch = _collate(items[i:i + batch_size], pad_id)
-            for k, (s, n) in _pair_metrics(*_pair_losses(m, batch, settings, pad_id, CHUNK_TOKENS), "val").items():
+            for k, (s, n) in _pair_metrics(*_pair_losses(m, batch, settings, pad_id, CHUNK_TOKENS, share_prefix),
+                                                 "val").items():
                 a, c = sums.get(k, (0.0, 0.0))
                 sums[k] = (a + s, c + n)
     return {k: s / n for k, (s, n) in sums.items()}
@@ -236,18 +245,18 @@ def train_dpo(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[An
     train_pairs = _encode_pairs(tokenizer, train, args.max_length)
     val_pairs = _encode_pairs(tokenizer, val, args.max_length)
     ref = ref_model if ref_model is not None else model
-    train_items = _items(train_pairs, reference_logprobs(ref, train_pairs, pad_id))
-    val_items = _items(val_pairs, reference_logprobs(ref, val_pairs, pad_id))
+    train_items = _items(train_pairs, reference_logprobs(ref, train_pairs, pad_id, share_prefix=args.share_prefix))
+    val_items = _items(val_pairs, reference_logprobs(ref, val_pairs, pad_id, share_prefix=args.share_prefix))
 
     def collate(items: list[DPOItem]) -> _Batch:
         return _collate(items, pad_id)
 
     def loss_sum(m: Any, batch: _Batch) -> tuple[Tensor, dict]:
-        losses, cr, rr = _pair_losses(m, batch, settings, pad_id, chunk_budget(m, args))
+        losses, cr, rr = _pair_losses(m, batch, settings, pad_id, chunk_budget(m, args), args.share_prefix)
         return losses.sum(), _pair_metrics(losses, cr, rr, "train")
 
     def evaluate(m: Any, items: Sequence[DPOItem]) -> dict[str, float]:
-        return _evaluate_items(m, items, pad_id, settings)
+        return _evaluate_items(m, items, pad_id, settings, share_prefix=args.share_prefix)
 
     model.train()
     return fit(model, train_items, val_items, collate=collate, loss_sum=loss_sum, units=lambda items: float(len(items)),

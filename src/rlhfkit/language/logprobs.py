@@ -8,10 +8,16 @@ A completion is tokenised apart from its prompt and appended to it, followed by 
 and its EOS — the tokens a policy is trained on and scored by. Sequences longer than
 ``max_length`` lose prompt tokens from the left first (the end of the prompt, next to the
 response, is kept), then completion tokens from the right.
+
+Responses to one prompt (a preference pair, a ranked list) can share one forward pass of that
+prompt: :func:`pack` lays a group out as one row ``prefix + tail_1 + tail_2 + …`` with a block
+attention mask and restarted position ids, so each response sees exactly the tokens it would see
+alone. On HH-RLHF the prompt is ~70% of a pair's tokens, so this saves a third of the compute.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["CHUNK_TOKENS", "Encoded", "PaddedBatch", "encode", "length_chunks", "pad", "run_chunked", "sequence_logprobs",
+__all__ = ["CHUNK_TOKENS", "Encoded", "PackedBatch", "PaddedBatch", "can_pack", "encode", "forward", "length_chunks",
+           "pack", "packed_logprobs", "pad", "run_chunked", "run_packed", "sequence_logprobs", "shared_prefix_length",
            "token_logprobs"]
 
 
@@ -195,6 +202,200 @@ def run_chunked(fn: Callable[[PaddedBatch], Tensor], sequences: Sequence[Encoded
     chunks = length_chunks([len(s) for s in sequences], max_tokens)
     outs = [fn(pad([sequences[i] for i in c], pad_id)) for c in chunks]
     order = torch.tensor([i for c in chunks for i in c])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    return torch.cat(outs)[inverse]
+
+
+def shared_prefix_length(group: Sequence[Encoded]) -> int:
+    """Leading tokens the sequences of ``group`` can share in one forward pass.
+
+    Their common leading tokens, but at most each prompt less its last token, so that every
+    completion token and the token that predicts it lie in the sequence's own part of a packed
+    row; 0 for a single sequence or when the prompts differ from the first token (e.g. cut from
+    the left by different amounts).
+    """
+    if len(group) < 2:
+        return 0
+    first = group[0].input_ids
+    limit = min(e.n_prompt for e in group) - 1
+    n = 0
+    while n < limit and all(e.input_ids[n] == first[n] for e in group[1:]):
+        n += 1
+    return n
+
+
+def _packed_length(group: Sequence[Encoded]) -> int:
+    n = shared_prefix_length(group)
+    return n + sum(len(e) - n for e in group)
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Groups of sequences, one row per group: the shared prefix once, then each sequence's tail.
+
+    A group ``[a, b]`` with ``a`` = ``[5, 6, 7, 8, eos]``, ``b`` = ``[5, 6, 7, 9, eos]`` and
+    prompt ``[5, 6, 7]`` (shared prefix ``[5, 6]``: the last prompt token stays in each tail)::
+
+        input_ids     [5, 6, 7, 8, eos, 7, 9, eos]
+        position_ids  [0, 1, 2, 3, 4,   2, 3, 4]
+        segment       [0, 0, 1, 1, 1,   2, 2, 2]   (0: prefix; k: sequence k)
+
+    A token attends causally to the prefix and to its own segment only, so every sequence gets
+    the hidden states it would get alone.
+
+    Attributes:
+        input_ids: ``(R, T)`` rows, right-padded with ``pad_id``.
+        position_ids: ``(R, T)`` each sequence's own positions.
+        attention_mask: ``(R, T)`` 0/1 when every row holds one sequence (the ordinary padded
+            batch); else ``(R, 1, T, T)`` bool, True where query ``i`` may attend to key ``j``.
+        last: ``(S,)`` flat index (``row * T + column``) of each sequence's last token (its EOS).
+        completion: ``(M,)`` flat index of every completion token (EOS included), in sequence order.
+        completion_seq: ``(M,)`` the sequence (``0 … S-1``, groups flattened in order) of each.
+        segment: ``(R, T)`` 0 on a shared prefix, ``k`` on the group's ``k``-th sequence, -1 on padding.
+    """
+
+    input_ids: Tensor
+    position_ids: Tensor
+    attention_mask: Tensor
+    last: Tensor
+    completion: Tensor
+    completion_seq: Tensor
+    segment: Tensor
+
+    @property
+    def n_sequences(self) -> int:
+        """``S``: the number of sequences."""
+        return len(self.last)
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of the rows that are not padding (a shared prefix counts once)."""
+        return int((self.segment >= 0).sum())
+
+
+def pack(groups: Sequence[Sequence[Encoded]], pad_id: int) -> PackedBatch:
+    """Lay out each group as one row sharing its prompt prefix (see :class:`PackedBatch`).
+
+    Raises:
+        ValueError: on no groups or an empty group.
+    """
+    if not groups or any(len(g) == 0 for g in groups):
+        raise ValueError("pack needs at least one group, and no empty group")
+    rows: list[tuple[list[int], list[int], list[int]]] = []  # tokens, positions, segments
+    last: list[tuple[int, int]] = []
+    completion: list[tuple[int, int]] = []
+    completion_seq: list[int] = []
+    for r, group in enumerate(groups):
+        n = shared_prefix_length(group)
+        tokens, positions, segments = list(group[0].input_ids[:n]), list(range(n)), [0] * n
+        for k, e in enumerate(group):
+            start = len(tokens) - n  # column of the sequence's token 0 (were it in the row)
+            tokens += e.input_ids[n:]
+            positions += range(n, len(e))
+            segments += [k + 1] * (len(e) - n)
+            last.append((r, start + len(e) - 1))
+            for t in range(max(e.n_prompt, 1), len(e)):  # token 0 has no context: never scored
+                completion.append((r, start + t))
+                completion_seq.append(len(last) - 1)
+        rows.append((tokens, positions, segments))
+    R, T = len(rows), max(len(t) for t, _, _ in rows)
+    input_ids = torch.full((R, T), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((R, T), dtype=torch.long)
+    segment = torch.full((R, T), -1, dtype=torch.long)
+    for r, (tokens, positions, segments) in enumerate(rows):
+        input_ids[r, :len(tokens)] = torch.tensor(tokens)
+        position_ids[r, :len(tokens)] = torch.tensor(positions)
+        segment[r, :len(tokens)] = torch.tensor(segments)
+    real = segment >= 0
+    if int(segment.max()) <= 1 and not bool((segment == 0).any()):  # one sequence per row, nothing shared
+        mask = real.long()
+    else:
+        q, k = segment[:, :, None], segment[:, None, :]  # (R, T, 1), (R, 1, T)
+        causal = torch.ones((T, T), dtype=torch.bool).tril()
+        own = (k == q) | (k == 0)
+        mask = (causal & own & (k >= 0) & (q >= 0)) | (torch.eye(T, dtype=torch.bool) & (q < 0))  # padding: itself
+        mask = mask.unsqueeze(1)  # (R, 1, T, T)
+    flat = lambda pairs: torch.tensor([r * T + c for r, c in pairs], dtype=torch.long)  # noqa: E731
+    return PackedBatch(input_ids, position_ids, mask, flat(last), flat(completion),
+                       torch.tensor(completion_seq, dtype=torch.long), segment)
+
+
+def _inner(model: Any) -> Any:
+    return getattr(model, "module", model)  # under DDP the HF model is model.module
+
+
+def can_pack(model: Any) -> bool:
+    """Whether ``model`` takes the custom 4D attention masks of :func:`pack` (eager or SDPA attention)."""
+    return getattr(_inner(model).config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
+def forward(model: Any, batch: PackedBatch, **kwargs: Any) -> Any:
+    """``model(...)`` on a packed batch (through the possibly DDP-wrapped forward, so gradients synchronise).
+
+    The bool 4D mask becomes an additive one for eager attention, which adds it to the scores.
+    """
+    mask = batch.attention_mask
+    if mask.ndim == 4 and _inner(model).config._attn_implementation == "eager":
+        dtype = _inner(model).dtype
+        mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+    return model(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, **kwargs)
+
+
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _plain_lm_head(model: Any) -> Any:
+    """The output projection when logits are exactly ``lm_head(final hidden state)``; else None."""
+    inner = _inner(model)
+    if any(getattr(inner.config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
+        return None
+    return inner.get_output_embeddings()
+
+
+def packed_logprobs(model: Any, batch: PackedBatch, *, average: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`sequence_logprobs` of each sequence of a packed batch: ``log π(y | x)``, ``(S,)``.
+
+    Only the positions that predict completion tokens go through the vocabulary projection (the
+    prompt's logits are never formed), which is most of the cost for long prompts.
+
+    Returns:
+        ``(logprobs (S,), n_tokens (S,))`` in nats and tokens; with ``average`` the mean per token.
+    """
+    head = _plain_lm_head(model)
+    predictors = batch.completion - 1  # the token before each completion token, in the same segment
+    if head is not None:
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(_inner(model).forward).parameters else {}
+        hidden = forward(model, batch, output_hidden_states=True, **keep).hidden_states[-1]  # (R, T, D)
+        logits = head(hidden.flatten(0, 1)[predictors])  # (M, V)
+    else:
+        logits = forward(model, batch).logits.flatten(0, 1)[predictors]
+    logits = logits.float()
+    targets = batch.input_ids.flatten()[batch.completion]  # (M,)
+    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (M,)
+    S = batch.n_sequences
+    total = torch.zeros(S, dtype=lp.dtype).index_add(0, batch.completion_seq, lp)
+    n = torch.bincount(batch.completion_seq, minlength=S)
+    return (total / n.clamp(min=1) if average else total), n
+
+
+def run_packed(fn: Callable[[PackedBatch], Tensor], groups: Sequence[Sequence[Encoded]], pad_id: int, *,
+               max_tokens: int, share_prefix: bool = True) -> Tensor:
+    """``fn`` over length-sorted chunks of packed ``groups``; rows of the result in sequence order.
+
+    Like :func:`run_chunked`, with each group (e.g. a pair's chosen and rejected responses) packed
+    into one row that runs its shared prompt prefix once (:func:`pack`); ``share_prefix=False``
+    runs every sequence in its own row. ``fn`` maps a packed chunk with ``s`` sequences to a
+    tensor with ``s`` rows.
+    """
+    if not share_prefix:
+        groups = [[e] for g in groups for e in g]
+    first = [0]
+    for g in groups:
+        first.append(first[-1] + len(g))
+    chunks = length_chunks([_packed_length(g) for g in groups], max_tokens)
+    outs = [fn(pack([groups[i] for i in c], pad_id)) for c in chunks]
+    order = torch.tensor([s for c in chunks for i in c for s in range(first[i], first[i + 1])])
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(len(order))
     return torch.cat(outs)[inverse]

@@ -26,10 +26,12 @@ import torch
 from torch import Tensor
 
 from rlhfkit.choice import bradley_terry_nll, plackett_luce_nll
-from rlhfkit.language.logprobs import CHUNK_TOKENS, Encoded, PaddedBatch, encode, run_chunked
+from rlhfkit.language.logprobs import (CHUNK_TOKENS, Encoded, PackedBatch, PaddedBatch, can_pack, encode, forward,
+                                       run_chunked, run_packed)
 from rlhfkit.language.train import Fitted, TrainArgs, chunk_budget, fit
 
-__all__ = ["RewardItem", "encode_preferences", "reward_pair_loss", "score", "train_reward_model"]
+__all__ = ["RewardItem", "encode_preferences", "packed_rewards", "rewards_of", "reward_pair_loss", "score",
+           "train_reward_model"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,35 @@ def score(model: Any, batch: PaddedBatch) -> Tensor:
     return (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, E)
 
 
+def packed_rewards(model: Any, batch: PackedBatch) -> Tensor:
+    """:func:`score` of each sequence of a packed batch (:func:`rlhfkit.language.logprobs.pack`): ``(S, E)``.
+
+    The score head runs on the final hidden states at each sequence's last token (``"last"``
+    pooling) or on its completion tokens, averaged (``"mean"``).
+    """
+    inner = getattr(model, "module", model)
+    hidden = forward(model, batch, output_hidden_states=True).hidden_states[-1].flatten(0, 1)  # (R*T, D)
+    if getattr(inner.config, "reward_pooling", "last") != "mean":
+        return inner.score(hidden[batch.last]).float()  # (S, E)
+    per_token = inner.score(hidden[batch.completion]).float()  # (M, E)
+    S = batch.n_sequences
+    sums = torch.zeros((S, per_token.shape[-1]), dtype=per_token.dtype).index_add(0, batch.completion_seq, per_token)
+    return sums / torch.bincount(batch.completion_seq, minlength=S).clamp(min=1).unsqueeze(-1).to(sums.dtype)
+
+
+def rewards_of(model: Any, groups: Sequence[Sequence[Encoded]], pad_id: int, *, max_tokens: int = CHUNK_TOKENS,
+               share_prefix: bool = True) -> Tensor:
+    """Rewards of every response of ``groups`` (responses to one prompt each): ``(S, E)``, groups flattened in order.
+
+    Each group's shared prompt prefix runs once when ``share_prefix`` and the model allows it
+    (:func:`rlhfkit.language.logprobs.run_packed`); otherwise each response runs alone, in
+    length-sorted chunks of at most ``max_tokens`` padded tokens (0: one chunk).
+    """
+    if share_prefix and can_pack(model) and hasattr(getattr(model, "module", model), "score"):
+        return run_packed(lambda pb: packed_rewards(model, pb), groups, pad_id, max_tokens=max_tokens)
+    return run_chunked(lambda pb: score(model, pb), [x for g in groups for x in g], pad_id, max_tokens=max_tokens)
+
+
 def _bootstrap(items: Sequence[RewardItem], heads: int, seed: int) -> Tensor | None:
     if heads == 1:
         return None
@@ -221,18 +252,20 @@ def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Se
         return _Batch(tuple(r for it in items for r in it.responses), tuple(items))
 
     def loss_sum(m: Any, batch: _Batch) -> tuple[Tensor, dict]:
-        rewards = run_chunked(lambda pb: score(m, pb), batch.sequences, pad_id, max_tokens=chunk_budget(m, args))
+        rewards = rewards_of(m, [it.responses for it in batch.items], pad_id, max_tokens=chunk_budget(m, args),
+                             share_prefix=args.share_prefix)
         return _items_loss(rewards, batch.items, args.seed)
 
     def evaluate(m: Any, items: Sequence[RewardItem]) -> dict[str, float]:
-        return evaluate_reward_model(m, pad_id, items)
+        return evaluate_reward_model(m, pad_id, items, share_prefix=args.share_prefix)
 
     return fit(model, train_items, val_items, collate=collate, loss_sum=loss_sum, units=lambda items: float(len(items)),
                lengths=[it.n_tokens for it in train_items], args=args, evaluate=evaluate,
                select=("val/accuracy", "max"), out=out, accelerator=accelerator, progress=progress)
 
 
-def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], *, batch_size: int = 16) -> dict[str, float]:
+def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], *, batch_size: int = 16,
+                          share_prefix: bool = True) -> dict[str, float]:
     """Held-out metrics of a reward model (see :func:`train_reward_model`).
 
     Pairs contribute their Bradley-Terry loss; ranked lists their Plackett-Luce loss and every
@@ -244,8 +277,7 @@ def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], 
     with torch.no_grad():
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
-            r = run_chunked(lambda pb: score(model, pb), [x for it in chunk for x in it.responses], pad_id,
-                            max_tokens=CHUNK_TOKENS)  # (N, E)
+            r = rewards_of(model, [it.responses for it in chunk], pad_id, share_prefix=share_prefix)  # (N, E)
             at = 0
             for it in chunk:
                 k = len(it.responses)

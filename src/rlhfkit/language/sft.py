@@ -8,14 +8,15 @@ padding masked out, EOS included), averaged over all completion tokens of the gl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from rlhfkit.language.logprobs import Encoded, PaddedBatch, encode, pad, token_logprobs
-from rlhfkit.language.train import Fitted, TrainArgs, fit
+from rlhfkit.language.logprobs import CHUNK_TOKENS, Encoded, PaddedBatch, encode, packed_logprobs, run_packed, token_logprobs
+from rlhfkit.language.train import Fitted, TrainArgs, chunk_budget, fit
 
 __all__ = ["encode_sft", "sft_loss", "train_sft"]
 
@@ -36,6 +37,15 @@ def sft_loss(logits: Tensor, batch: PaddedBatch) -> tuple[Tensor, Tensor]:
     lp = token_logprobs(logits, batch.input_ids)  # (B, T)
     mask = batch.completion_mask
     return -(lp * mask).sum(), mask.sum()
+
+
+@dataclass(frozen=True)
+class _Batch:
+    items: tuple[Encoded, ...]
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(e) for e in self.items)
 
 
 def encode_sft(tokenizer: Any, examples: Sequence[Any], max_length: int) -> list[Encoded]:
@@ -68,23 +78,28 @@ def train_sft(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[An
     val_enc = encode_sft(tokenizer, val, args.max_length)
     pad_id = tokenizer.pad_token_id
 
-    def collate(items: list[Encoded]) -> PaddedBatch:
-        return pad(items, pad_id)
+    def collate(items: list[Encoded]) -> _Batch:
+        return _Batch(tuple(items))
 
-    def loss_sum(m: Any, batch: PaddedBatch) -> tuple[Tensor, dict]:
-        logits = m(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        loss, n = sft_loss(logits, batch)
+    def nll(m: Any, batch: _Batch, max_tokens: int) -> tuple[Tensor, Tensor]:
+        """Summed NLL and scored tokens; only completion positions go through the vocabulary projection."""
+        lp_n = run_packed(lambda pb: torch.stack([x.to(torch.float32) for x in packed_logprobs(m, pb)], -1),
+                          [[e] for e in batch.items], pad_id, max_tokens=max_tokens)  # (B, 2): log-prob, tokens
+        return -lp_n[:, 0].sum(), lp_n[:, 1].sum()
+
+    def loss_sum(m: Any, batch: _Batch) -> tuple[Tensor, dict]:
+        loss, n = nll(m, batch, chunk_budget(m, args))
         return loss, {"train/loss": (loss.item(), n.item())}
 
     def units(items: list[Encoded]) -> float:
-        return float(sum(len(e) - e.n_prompt for e in items))
+        return float(sum(len(e) - max(e.n_prompt, 1) for e in items))
 
     def evaluate(m: Any, items: Sequence[Encoded]) -> dict[str, float]:
         total, n = 0.0, 0
-        for i in range(0, len(items), 16):
-            batch = collate(list(items[i:i + 16]))
-            loss, k = sft_loss(m(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
-            total, n = total + loss.item(), n + int(k)
+        with torch.no_grad():
+            for i in range(0, len(items), 16):
+                loss, k = nll(m, collate(list(items[i:i + 16])), CHUNK_TOKENS)
+                total, n = total + loss.item(), n + int(k)
         return {"val/loss": total / n, "val/perplexity": float(torch.exp(torch.tensor(total / n)))}
 
     return fit(model, train_enc, val_enc, collate=collate, loss_sum=loss_sum, units=units,

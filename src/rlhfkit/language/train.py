@@ -57,6 +57,10 @@ class TrainArgs:
     chunk_tokens: int = CHUNK_TOKENS
     """The sequences of a (micro-)batch run in length-sorted chunks of at most this many padded
     tokens: same loss and gradient, less padding (0: one padded forward; always one under DDP)."""
+    share_prefix: bool = True
+    """Run the responses to one prompt (a pair, a ranked list) as one row that computes their shared
+    prompt prefix once (:func:`rlhfkit.language.logprobs.pack`): the same values, less compute.
+    Used by the reward and DPO trainers when the model's attention takes custom masks (SDPA, eager)."""
     max_length: int = 512
     """Longest sequence in tokens (prompt truncated from the left first)."""
     warmup_ratio: float = 0.05
