@@ -105,3 +105,43 @@ def test_two_processes_equal_one(runs, trainer):
     for key in ("loss", "grad_norm"):
         for step, (x, y) in enumerate(zip(a[key], b[key]), 1):
             assert y == pytest.approx(x, rel=TOL, abs=TOL), f"{trainer} step {step} {key}: 1 process {x}, 2 {y}"
+
+
+def test_cli_dpo_under_accelerate_launch_equals_one_process(runs, tmp_path):
+    """`accelerate launch --num_processes 2 rlhf lm dpo …` trains like `rlhf lm dpo …`, and only
+    the main process writes the run directory."""
+    from rlhfkit.language.data import load_data
+    from rlhfkit.language.tiny import TinySpec, build_tiny, texts_of
+
+    examples = load_data(DATA, kind="preference", skip_bad=True).examples
+    model = build_tiny(texts_of(examples), tmp_path / "tiny", TinySpec(n_layers=1, d_model=32, n_heads=2,
+                                                                     vocab_size=400))
+    rlhf = Path(sys.executable).parent / "rlhf"
+    cli = ["lm", "dpo", "--model", str(model), "--data", str(DATA), "--skip-bad", "--max-steps", "3",
+           "--batch-size", "4", "--max-length", "128", "--val-fraction", "0.05", "--lr", "1e-3"]
+    env = _env(tmp_path)
+    one = subprocess.run([str(rlhf), *cli, "--out", str(tmp_path / "one")], check=False, env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port())]
+    two = subprocess.run([*launch, str(rlhf), *cli, "--out", str(tmp_path / "two")], check=False, env=env,
+                         capture_output=True, text=True, timeout=180)
+    # (the `runs` fixture skips this test where 2 gloo processes cannot start)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+
+    def losses(run: str) -> list[float]:
+        rows = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [r["train/loss"] for r in rows if "train/loss" in r]
+
+    a, b = losses("one"), losses("two")
+    assert len(a) == len(b) == 3
+    assert b == pytest.approx(a, rel=TOL, abs=TOL)
+    for f in ("summary.json", "curves.png", "train_args.json", "model.safetensors"):
+        assert (tmp_path / "two" / f).is_file(), f
+    # one writer: were the processes not joined, each would train alone on all the data (the same
+    # losses!) and both would write metrics.jsonl and print the summary
+    assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == \
+        len((tmp_path / "one" / "metrics.jsonl").read_text().splitlines())
+    assert two.stdout.count("model, metrics.jsonl and curves.png in") == 1

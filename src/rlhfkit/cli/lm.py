@@ -71,9 +71,9 @@ def _run(title: str, fn: Any) -> Any:
 
 def _is_main() -> bool:
     """False in every process but the first under ``accelerate launch`` (only it writes files)."""
-    from accelerate import PartialState
+    from rlhfkit.language.train import distributed_state
 
-    return PartialState().is_main_process
+    return distributed_state().is_main_process
 
 
 def _finish(out: Path, fitted: Any, model: Any, tokenizer: Any, held_out: dict[str, float], title: str) -> None:

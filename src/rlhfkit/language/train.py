@@ -228,6 +228,27 @@ class _Log:
             self._tb.close()
 
 
+def make_accelerator() -> Any:
+    """The ``accelerate.Accelerator`` the trainers use: the GPU when there is one, else the CPU —
+    several gloo processes under ``accelerate launch --multi_gpu --num_processes N``.
+
+    Anything that asks ``accelerate`` about the processes before training (e.g. "am I the main
+    process?") must go through :func:`distributed_state`: accelerate's state is set up once per
+    process, and a plain ``PartialState()`` on a machine without a GPU sets it up as ONE process,
+    so every process would train alone on the whole data.
+    """
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def distributed_state() -> Any:
+    """``accelerate.PartialState`` set up as :func:`make_accelerator` does (process index, count, main)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def fit(model: Any, train_items: Sequence[Any], val_items: Sequence[Any], *,
         collate: Callable[[list[Any]], Any], loss_sum: Callable[[Any, Any], tuple[torch.Tensor, Metrics]],
         units: Callable[[list[Any]], float], lengths: Sequence[int], args: TrainArgs,
@@ -257,9 +278,7 @@ def fit(model: Any, train_items: Sequence[Any], val_items: Sequence[Any], *,
         ValueError: if the global batch does not split evenly over the processes, or there are
             fewer training items than one batch.
     """
-    from accelerate import Accelerator
-
-    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    acc = accelerator or make_accelerator()
     world, rank = acc.num_processes, acc.process_index
     if args.batch_size % world:
         raise ValueError(f"batch_size {args.batch_size} must be divisible by the number of processes ({world})")
