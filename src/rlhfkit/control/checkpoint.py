@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rlhfkit.feedback.records import Comparison, Fragment, Outcome
+from rlhfkit.metrics import MetricsLog
 
 __all__ = ["RunDir", "load_comparisons", "save_comparisons"]
 
@@ -107,7 +108,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.ckpt = self.path / "checkpoint"
-        self._tb: Any = None
+        self._log: MetricsLog | None = None
 
     @property
     def config_path(self) -> Path:
@@ -129,27 +130,10 @@ class RunDir:
         return self.config_path.is_file() and (self.ckpt / "state.json").is_file()
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one metrics record (a line of JSON) and flush it to disk."""
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        self._tensorboard(record)
-
-    def _tensorboard(self, record: dict[str, Any]) -> None:
-        """Mirror numeric metrics to TensorBoard (``OUT/tb``) when the tensorboard package is installed."""
-        if self._tb is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional
-                self._tb = False
-                return
-            self._tb = SummaryWriter(str(self.path / "tb"))
-        if self._tb is False:
-            return
-        step = int(record.get("env_steps", 0))
-        for k, v in record.items():
-            if isinstance(v, (int, float)) and k != "env_steps":
-                self._tb.add_scalar(k, v, step)
-        self._tb.flush()
+        """Append one metrics record (a line of JSON, mirrored to TensorBoard under ``OUT/tb``)."""
+        if self._log is None:
+            self._log = MetricsLog(self.path, step_key="env_steps")
+        self._log.write(record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All metrics records logged so far, in order (empty if none)."""

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from rlhfkit.language.logprobs import CHUNK_TOKENS
+from rlhfkit.metrics import MetricsLog
 
 __all__ = ["Fitted", "TrainArgs", "chunk_budget", "fit", "length_grouped_batches", "plot_curves"]
 
@@ -198,34 +199,18 @@ def _add(into: Metrics, new: Metrics) -> None:
 
 
 class _Log:
-    """metrics.jsonl (+ TensorBoard under ``tb/`` when installed), written by the main process."""
+    """The run's :class:`~rlhfkit.metrics.MetricsLog`, written by the main process only."""
 
     def __init__(self, out: Path | None, enabled: bool) -> None:
-        self.out, self.enabled, self._tb = out, enabled and out is not None, None
-        if self.enabled:
-            out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-            self.path = out / "metrics.jsonl"  # type: ignore[operator]
-            self.path.write_text("")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(out / "tb"))  # type: ignore[operator]
-            except ImportError:  # tensorboard is optional
-                self._tb = None
+        self._log = MetricsLog(out, fresh=True) if enabled and out is not None else None
 
     def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self._tb.add_scalar(k, v, record.get("step", 0))
+        if self._log is not None:
+            self._log.write(record)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        if self._log is not None:
+            self._log.close()
 
 
 def make_accelerator() -> Any:
