@@ -12,7 +12,9 @@
    sequence-classification checkpoint (``load_reward_model`` → ``save_pretrained``) is loaded
    by both libraries, so the score head is identical.
 3. Runs, one at a time, each in a fresh process with the same torch thread count
-   (``--threads``): rlhfkit (this venv, ``train_reward_model`` / ``train_dpo``) and TRL
+   (``--threads``): rlhfkit (this venv, ``train_reward_model`` / ``train_dpo``; by default each
+   pair's prompt prefix runs once, and once more with ``share_prefix=False`` to show what that
+   gives) and TRL
    (``bench/.venv-trl``, ``bench/peers/trl_run.py``) with gradient checkpointing ON (TRL's
    default) and OFF, and for DPO also OFF with ``precompute_ref_log_probs=True``. Both: fp32,
    AdamW (TRL: fused) with the same lr, linear decay to 0 without warm-up, clipping at 1.0,
@@ -319,6 +321,12 @@ def main() -> None:
                 notes.append(f"{'PASS' if good else 'FAIL'}  {trainer}: pair tokens {lib} {r['tokens']} (TRL's own "
                              f"num_tokens {r.get('trl_num_tokens')}), rlhfkit {ours['tokens']}; steps "
                              f"{r['steps']} / {ours['steps']}")
+        alone = next((r for lib, r in mine if lib == "rlhfkit, no prefix sharing"), None)
+        if alone is not None:
+            notes.append(f"note  {trainer}: sharing each pair's prompt prefix: {ours['tokens_per_s']:.0f} vs "
+                         f"{alone['tokens_per_s']:.0f} tokens/s ({ours['tokens_per_s'] / alone['tokens_per_s']:.2f}×); "
+                         "both count every token of both sequences; the initial losses differ by "
+                         f"{abs(ours['initial_loss'] - alone['initial_loss']):.1e}")
         if trainer == "dpo":
             ref_s = ours["call_s"] - ours["wall_s"]
             notes.append(f"note  dpo: rlhfkit computes the reference log-probs once before its loop ({ref_s:.2f} s "
