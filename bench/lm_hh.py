@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from rlhfkit.language.data import load_data, sft_from_preferences, train_val_split
-from rlhfkit.language.dpo import DPOSettings, evaluate_dpo, reference_logprobs, train_dpo
-from rlhfkit.language.logprobs import CHUNK_TOKENS, encode, run_chunked
+from rlhfkit.language.dpo import DPOSettings, reference_logprobs, train_dpo
+from rlhfkit.language.logprobs import encode
 from rlhfkit.language.models import load_causal_lm, load_reward_model, load_tokenizer, save_model
-from rlhfkit.language.reward import encode_preferences, evaluate_reward_model, score, train_reward_model
+from rlhfkit.language.reward import encode_preferences, rewards_of, train_reward_model
 from rlhfkit.language.sft import train_sft
 from rlhfkit.language.tiny import TinySpec, build_tiny, texts_of
 from rlhfkit.language.train import TrainArgs, set_threads
@@ -57,8 +57,7 @@ def reward_margins(model, tok, test, max_length: int) -> list[float]:
     """``r(chosen) - r(rejected)`` of each test pair (mean over heads)."""
     items = encode_preferences(tok, test, max_length)
     with torch.no_grad():
-        r = run_chunked(lambda pb: score(model, pb), [x for it in items for x in it.responses], tok.pad_token_id,
-                        max_tokens=CHUNK_TOKENS).mean(-1)
+        r = rewards_of(model, [it.responses for it in items], tok.pad_token_id).mean(-1)
     return (r[0::2] - r[1::2]).tolist()
 
 
@@ -71,38 +70,51 @@ def dpo_margins(model, ref, tok, test, beta: float, max_length: int) -> list[flo
     return (beta * ((lp[:, 0] - lp_ref[:, 0]) - (lp[:, 1] - lp_ref[:, 1]))).tolist()
 
 
-def run_fold(what: str, train_all: list, test: list, a: argparse.Namespace, work: Path) -> dict:
-    """Train ``what`` on ``train_all`` and score ``test``; returns accuracies and times."""
-    t0 = time.perf_counter()
-    build_tiny(texts_of(train_all), work / "tiny", TinySpec(n_layers=a.layers, d_model=a.d_model, seed=a.seed))
+def run_member(what: str, train_all: list, test: list, a: argparse.Namespace, seed: int, pooling: str,
+               work: Path) -> dict:
+    """Train one model of ``what`` (seed ``seed``: its initialisation and its 90/10 train/validation cut
+    of ``train_all``) and return its margins on ``test`` and its times."""
+    build_tiny(texts_of(train_all), work / "tiny", TinySpec(n_layers=a.layers, d_model=a.d_model, seed=seed))
     tok = load_tokenizer(work / "tiny")
-    train, val = train_val_split(train_all, 0.1, a.seed)
-    out: dict = {"heuristic": shorter_is_chosen(tok, test)}
+    train, val = train_val_split(train_all, 0.1, seed)
+    out: dict = {}
     base = work / "tiny"
     if what in ("sft-rm", "dpo"):
-        sft_args = TrainArgs(lr=a.sft_lr, epochs=a.sft_epochs, batch_size=16, max_length=a.max_length, seed=a.seed)
+        sft_args = TrainArgs(lr=a.sft_lr, epochs=a.sft_epochs, batch_size=16, max_length=a.max_length, seed=seed)
         fitted = train_sft(load_causal_lm(base), tok, sft_from_preferences(train), sft_from_preferences(val), sft_args)
         save_model(fitted.model, tok, work / "sft")
         base = work / "sft"
         out["sft_s"] = fitted.wall_s + fitted.eval_s
-    args = TrainArgs(lr=a.lr, epochs=a.epochs, batch_size=a.batch_size, max_length=a.max_length, seed=a.seed,
+    args = TrainArgs(lr=a.lr, epochs=a.epochs, batch_size=a.batch_size, max_length=a.max_length, seed=seed,
                      eval_every=a.eval_every, weight_decay=a.weight_decay, warmup_ratio=0.1)
     if what in ("rm", "sft-rm"):
-        rm = load_reward_model(base, num_heads=a.heads, pad_token_id=tok.pad_token_id, pooling=a.pooling)
+        rm = load_reward_model(base, num_heads=a.heads, pad_token_id=tok.pad_token_id, pooling=pooling)
         fitted = train_reward_model(rm, tok, train, val, args)
         fitted.model.eval()
-        ev = evaluate_reward_model(fitted.model, tok.pad_token_id, encode_preferences(tok, test, a.max_length))
-        out["accuracy"] = ev["val/accuracy"]
         out["margins"] = reward_margins(fitted.model, tok, test, a.max_length)
     else:
         settings = DPOSettings(beta=a.beta, loss_type=a.loss)
         fitted = train_dpo(load_causal_lm(base), tok, train, val, args, settings)
-        ev = evaluate_dpo(fitted.model, load_causal_lm(base), tok, test, settings, a.max_length)
-        out["accuracy"] = ev["val/rewards/accuracies"]
         out["margins"] = dpo_margins(fitted.model, load_causal_lm(base), tok, test, a.beta, a.max_length)
-    out.update(best_step=fitted.best.get("step"), train_s=fitted.wall_s, eval_s=fitted.eval_s,
-               tokens_per_s=fitted.tokens_per_s, total_s=time.perf_counter() - t0)
+    out.update(best_step=fitted.best.get("step"), train_s=fitted.wall_s, tokens_per_s=fitted.tokens_per_s)
     return out
+
+
+def run_fold(what: str, train_all: list, test: list, a: argparse.Namespace, work: Path) -> dict:
+    """Train ``a.members`` models of ``what`` on ``train_all`` and score ``test`` with their ensemble
+    (the mean of each member's margins divided by their standard deviation on ``test``)."""
+    t0 = time.perf_counter()
+    poolings = a.pooling.split(",")
+    members = [run_member(what, train_all, test, a, a.seed + j, poolings[j % len(poolings)], work / f"m{j}")
+               for j in range(a.members)]
+    margins = [np.asarray(m["margins"]) for m in members]
+    ensemble = sum(m / (m.std() or 1.0) for m in margins) / len(margins)
+    tok = load_tokenizer(work / "m0" / "tiny")
+    return {"accuracy": float(np.mean(ensemble > 0)), "members": [float(np.mean(m > 0)) for m in margins],
+            "heuristic": shorter_is_chosen(tok, test), "margins": ensemble.tolist(),
+            "best_step": [m["best_step"] for m in members], "train_s": sum(m["train_s"] for m in members),
+            "tokens_per_s": float(np.mean([m["tokens_per_s"] for m in members])),
+            "total_s": time.perf_counter() - t0}
 
 
 def main() -> None:
@@ -119,7 +131,10 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=15)
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--heads", type=int, default=1, help="reward-model ensemble heads")
-    ap.add_argument("--pooling", default="last", choices=["last", "mean"], help="reward-model pooling")
+    ap.add_argument("--pooling", default="last",
+                    help="reward-model pooling, last or mean; a comma list alternates over the members")
+    ap.add_argument("--members", type=int, default=1,
+                    help="an ensemble of this many independently trained models (seeds seed, seed+1, ...)")
     ap.add_argument("--sft-lr", type=float, default=1e-3)
     ap.add_argument("--sft-epochs", type=float, default=3.0)
     ap.add_argument("--beta", type=float, default=0.1)
@@ -144,7 +159,8 @@ def main() -> None:
         rows.append(r)
         margins.update(zip(sorted(test_idx), r.pop("margins")))
         correct, heur, n = correct + r["accuracy"] * len(test), heur + r["heuristic"] * len(test), n + len(test)
-        print(f"fold {k}: accuracy {r['accuracy']:.4f}  shorter-is-chosen {r['heuristic']:.4f}  "
+        each = f"  members {' '.join(f'{x:.3f}' for x in r['members'])}" if a.members > 1 else ""
+        print(f"fold {k}: accuracy {r['accuracy']:.4f}{each}  shorter-is-chosen {r['heuristic']:.4f}  "
               f"best step {r['best_step']}  train {r['train_s']:.0f} s  {r['tokens_per_s']:.0f} tok/s  "
               f"fold total {r['total_s']:.0f} s", flush=True)
     summary = {"what": a.what, "folds": a.folds, "pairs": n, "accuracy": correct / n, "heuristic": heur / n,
