@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlhfkit.language.data import load_data, sft_from_preferences, train_val_split
+from rlhfkit.language.data import SFTExample, load_data, sft_from_preferences, train_val_split
 from rlhfkit.language.dpo import DPOSettings, reference_logprobs, train_dpo
 from rlhfkit.language.logprobs import encode
 from rlhfkit.language.models import load_causal_lm, load_reward_model, load_tokenizer, save_model
@@ -70,6 +70,11 @@ def dpo_margins(model, ref, tok, test, beta: float, max_length: int) -> list[flo
     return (beta * ((lp[:, 0] - lp_ref[:, 0]) - (lp[:, 1] - lp_ref[:, 1]))).tolist()
 
 
+def all_text(examples: list) -> list[SFTExample]:
+    """Every dialogue of the pairs, chosen and rejected, as plain text (language-model pretraining)."""
+    return [SFTExample(prompt="", completion=ex.prompt + r) for ex in examples for r in (ex.chosen, ex.rejected)]
+
+
 def run_member(what: str, train_all: list, test: list, a: argparse.Namespace, seed: int, pooling: str,
                work: Path) -> dict:
     """Train one model of ``what`` (seed ``seed``: its initialisation and its 90/10 train/validation cut
@@ -81,7 +86,8 @@ def run_member(what: str, train_all: list, test: list, a: argparse.Namespace, se
     base = work / "tiny"
     if what in ("sft-rm", "dpo"):
         sft_args = TrainArgs(lr=a.sft_lr, epochs=a.sft_epochs, batch_size=16, max_length=a.max_length, seed=seed)
-        fitted = train_sft(load_causal_lm(base), tok, sft_from_preferences(train), sft_from_preferences(val), sft_args)
+        demos = sft_from_preferences if a.sft_data == "chosen" else all_text
+        fitted = train_sft(load_causal_lm(base), tok, demos(train), demos(val), sft_args)
         save_model(fitted.model, tok, work / "sft")
         base = work / "sft"
         out["sft_s"] = fitted.wall_s + fitted.eval_s
@@ -137,6 +143,8 @@ def main() -> None:
                     help="an ensemble of this many independently trained models (seeds seed, seed+1, ...)")
     ap.add_argument("--sft-lr", type=float, default=1e-3)
     ap.add_argument("--sft-epochs", type=float, default=3.0)
+    ap.add_argument("--sft-data", default="chosen", choices=["chosen", "all-text"],
+                    help="SFT on the chosen responses, or language modelling on every dialogue (sft-rm)")
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--loss", default="sigmoid")
     ap.add_argument("--seed", type=int, default=0)
