@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--heads", type=int, default=1, help="reward-model ensemble heads")
     ap.add_argument("--pooling", default="last",
-                    help="reward-model pooling, last or mean; a comma list alternates over the members")
+                    help="reward-model pooling, last, mean or sum; a comma list alternates over the members")
     ap.add_argument("--members", type=int, default=1,
                     help="an ensemble of this many independently trained models (seeds seed, seed+1, ...)")
     ap.add_argument("--sft-lr", type=float, default=1e-3)

@@ -619,8 +619,9 @@ def test_dpo_ipo_and_cdpo_run(tiny_dir, tok):
         assert first["train/loss"] == pytest.approx(expected, abs=1e-5)
 
 
-def test_mean_pooled_reward_is_the_mean_of_per_token_head_outputs(tiny_dir, tok, tmp_path):
-    rm = load_reward_model(tiny_dir, num_heads=2, pad_token_id=tok.pad_token_id, pooling="mean").eval()
+@pytest.mark.parametrize("pooling", ["mean", "sum"])
+def test_mean_and_sum_pooled_rewards_pool_the_per_token_head_outputs(tiny_dir, tok, tmp_path, pooling):
+    rm = load_reward_model(tiny_dir, num_heads=2, pad_token_id=tok.pad_token_id, pooling=pooling).eval()
     a = encode(tok, "Q:", " yes yes", max_length=32)
     b = encode(tok, "Q: longer prompt", " no", max_length=32)
     batch = pad([a, b], tok.pad_token_id)
@@ -629,10 +630,11 @@ def test_mean_pooled_reward_is_the_mean_of_per_token_head_outputs(tiny_dir, tok,
         for i, e in enumerate((a, b)):
             ids = torch.tensor([e.input_ids])
             h = rm.base_model(input_ids=ids).last_hidden_state  # (1, T, d)
-            want = rm.score(h)[0, e.n_prompt:].mean(0)  # mean over the response tokens and EOS
+            per_token = rm.score(h)[0, e.n_prompt:]  # the response tokens and EOS
+            want = per_token.mean(0) if pooling == "mean" else per_token.sum(0)
             torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-5)
     save_model(rm, tok, tmp_path / "rm")
-    assert load_reward_model(tmp_path / "rm").config.reward_pooling == "mean"
+    assert load_reward_model(tmp_path / "rm").config.reward_pooling == pooling
     with pytest.raises(ValueError, match="pooling"):
         load_reward_model(tiny_dir, pooling="max")
 

@@ -151,7 +151,7 @@ def test_packed_logprobs_through_full_logits_when_the_head_transforms_them():
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "sum"])
 def test_packed_rewards_equal_one_sequence_per_row(arch, attn, pooling):
     rm = _rm(arch, attn, pooling)
     want = score(rm, pad(FLAT, PAD))  # (S, 2)

@@ -211,7 +211,8 @@ def rm_cmd(model: Path = Opt(..., help="Model directory (the SFT model, or any c
            data: Path = Opt(..., help=DATA_HELP), out: Path = Opt(..., help="Output directory."),
            heads: int = Opt(1, help="Ensemble: score heads on one backbone, each on its own bootstrap resample."),
            pooling: str = Opt("last", help="last: the head at the EOS (what HF loaders do); mean: the mean of "
-                                           "per-token head outputs over the response."),
+                                           "per-token head outputs over the response; sum: their sum "
+                                           "(length-aware)."),
            eval_file: Optional[Path] = EVAL_FILE, lr: Optional[float] = LR, epochs: float = EPOCHS,
            max_steps: int = MAX_STEPS, batch_size: int = BATCH, micro_batch_size: int = MICRO,
            max_length: int = MAXLEN, val_fraction: float = VALF, eval_every: int = EVAL_EVERY,
@@ -225,8 +226,8 @@ def rm_cmd(model: Path = Opt(..., help="Model directory (the SFT model, or any c
     _common(model, data, out)
     if heads < 1:
         _fail(f"--heads must be at least 1, got {heads}")
-    if pooling not in ("last", "mean"):
-        _fail(f"--pooling must be last or mean, got {pooling!r}")
+    if pooling not in ("last", "mean", "sum"):
+        _fail(f"--pooling must be last, mean or sum, got {pooling!r}")
     args = _train_options(lr or 1e-4, epochs, max_steps, batch_size, micro_batch_size, max_length, val_fraction,
                           eval_every, patience, weight_decay, warmup_ratio, seed, lora_r, gradient_checkpointing)
     loaded = _load(data, "auto", skip_bad)

@@ -72,12 +72,13 @@ def load_reward_model(model_dir: str | Path, *, num_heads: int | None = None, pa
     (``d_model → num_heads``, no bias) is freshly initialised; from a saved reward model it loads
     as is (``num_heads=None`` keeps a saved reward model's head count; 1 for a causal LM). The
     score of a sequence is the head's output at its last non-padding token (the EOS), or with
-    ``pooling="mean"`` the mean of the head's outputs over the response tokens (recorded in the
-    config as ``reward_pooling``; see :func:`rlhfkit.language.reward.score`).
+    ``pooling="mean"`` the mean of the head's outputs over the response tokens, or with ``"sum"``
+    their sum (recorded in the config as ``reward_pooling``; see
+    :func:`rlhfkit.language.reward.score`).
 
     Raises:
         FileNotFoundError: if the directory holds no model.
-        ValueError: for a pooling other than ``last`` or ``mean``.
+        ValueError: for a pooling other than ``last``, ``mean`` or ``sum``.
     """
     import json
 
@@ -97,8 +98,8 @@ def load_reward_model(model_dir: str | Path, *, num_heads: int | None = None, pa
     model.config.id2label = {i: f"reward_{i}" for i in range(num_heads)}
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}
     if pooling is not None:
-        if pooling not in ("last", "mean"):
-            raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
+        if pooling not in ("last", "mean", "sum"):
+            raise ValueError(f"pooling must be 'last', 'mean' or 'sum', got {pooling!r}")
         model.config.reward_pooling = pooling
     return model
 

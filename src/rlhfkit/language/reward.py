@@ -147,32 +147,39 @@ def score(model: Any, batch: PaddedBatch) -> Tensor:
 
     ``config.reward_pooling`` chooses how: ``"last"`` (default, what every HF loader does) is the
     heads' output at the last real token (the EOS); ``"mean"`` averages the heads' per-token
-    outputs over the response's tokens (``completion_mask``) — a sum of per-token rewards
-    normalised by length, which learns lexical preferences from few pairs.
+    outputs over the response's tokens (``completion_mask``) — per-token rewards normalised by
+    length, which learns lexical preferences from few pairs; ``"sum"`` adds them up — a dense
+    per-token reward whose total also carries the response's length (a constant per-token term
+    is a length preference).
     """
     inner = getattr(model, "module", model)  # under DDP the HF model is model.module
-    if getattr(inner.config, "reward_pooling", "last") != "mean":
+    pooling = getattr(inner.config, "reward_pooling", "last")
+    if pooling not in ("mean", "sum"):
         return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
     # through the (possibly DDP-wrapped) forward, so gradients synchronise
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
     per_token = inner.score(out.hidden_states[-1]).float()  # (B, T, E)
     mask = batch.completion_mask.unsqueeze(-1).to(per_token.dtype)  # (B, T, 1)
-    return (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, E)
+    total = (per_token * mask).sum(1)  # (B, E)
+    return total if pooling == "sum" else total / mask.sum(1).clamp(min=1)
 
 
 def packed_rewards(model: Any, batch: PackedBatch) -> Tensor:
     """:func:`score` of each sequence of a packed batch (:func:`rlhfkit.language.logprobs.pack`): ``(S, E)``.
 
     The score head runs on the final hidden states at each sequence's last token (``"last"``
-    pooling) or on its completion tokens, averaged (``"mean"``).
+    pooling) or on its completion tokens, averaged (``"mean"``) or summed (``"sum"``).
     """
     inner = getattr(model, "module", model)
+    pooling = getattr(inner.config, "reward_pooling", "last")
     hidden = forward(model, batch, output_hidden_states=True).hidden_states[-1].flatten(0, 1)  # (R*T, D)
-    if getattr(inner.config, "reward_pooling", "last") != "mean":
+    if pooling not in ("mean", "sum"):
         return inner.score(hidden[batch.last]).float()  # (S, E)
     per_token = inner.score(hidden[batch.completion]).float()  # (M, E)
     S = batch.n_sequences
     sums = torch.zeros((S, per_token.shape[-1]), dtype=per_token.dtype).index_add(0, batch.completion_seq, per_token)
+    if pooling == "sum":
+        return sums
     return sums / torch.bincount(batch.completion_seq, minlength=S).clamp(min=1).unsqueeze(-1).to(sums.dtype)
 
 
