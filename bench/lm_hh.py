@@ -11,6 +11,8 @@ fold and pooled, next to the "the shorter response is chosen" heuristic on the s
     .venv/bin/python bench/lm_hh.py sft-rm          # SFT on chosen, then the reward model
     .venv/bin/python bench/lm_hh.py dpo             # SFT on chosen, then DPO (implicit-reward accuracy)
     .venv/bin/python bench/lm_hh.py rm --folds 1    # only fold 0 (the fixed 80/20 split)
+    .venv/bin/python bench/lm_hh.py rm --members 3 --pooling last,mean   # an ensemble of 3 seeded RMs
+    .venv/bin/python bench/lm_hh.py combine a.json b.json   # ensemble of runs saved with --scores
 
 Accuracy: fraction of held-out pairs with r(chosen) > r(rejected) (reward model) or with
 β·log π/π_ref(chosen) > β·log π/π_ref(rejected) (DPO).
@@ -123,10 +125,28 @@ def run_fold(what: str, train_all: list, test: list, a: argparse.Namespace, work
             "total_s": time.perf_counter() - t0}
 
 
+def combine(paths: list[Path]) -> None:
+    """Accuracy of each ``--scores`` file and of their ensemble (margins divided by their standard
+    deviation within each fold, then averaged) — the ensemble of models trained in separate runs."""
+    parts = folds(997, 5)
+    margins = {}
+    for p in paths:
+        m = json.loads(p.read_text())["margins"]
+        margins[p.stem] = np.array([m[str(i)] for i in range(997)])
+        print(f"{p.stem}: accuracy {np.mean(margins[p.stem] > 0):.4f}")
+    z = np.zeros(997)
+    for m in margins.values():
+        for idx in parts:
+            z[idx] += m[idx] / (m[idx].std() or 1.0)
+    print(f"ensemble of {len(paths)}: accuracy {np.mean(z > 0):.4f} over 997 pairs")
+
+
 def main() -> None:
     """Run the folds and print per-fold and pooled accuracy."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["rm", "sft-rm", "dpo"])
+    ap.add_argument("what", choices=["rm", "sft-rm", "dpo", "combine"],
+                    help="combine: score the ensemble of --scores files given as FILES")
+    ap.add_argument("files", nargs="*", type=Path, help="combine: the --scores files")
     ap.add_argument("--folds", type=int, default=5, help="folds to run (of 5); 1 = fold 0 only")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--d-model", type=int, default=256)
@@ -152,6 +172,8 @@ def main() -> None:
     ap.add_argument("--scores", type=Path, default=None,
                     help="write each held-out pair's margin here (JSON: pair index -> margin), for ensembles")
     a = ap.parse_args()
+    if a.what == "combine":
+        return combine(a.files)
     set_threads()
     examples = load_data(DATA, skip_bad=True).examples
     parts = folds(len(examples), 5)
