@@ -316,7 +316,10 @@ def pack(groups: Sequence[Sequence[Encoded]], pad_id: int) -> PackedBatch:
         own = (k == q) | (k == 0)
         mask = (causal & own & (k >= 0) & (q >= 0)) | (torch.eye(T, dtype=torch.bool) & (q < 0))  # padding: itself
         mask = mask.unsqueeze(1)  # (R, 1, T, T)
-    flat = lambda pairs: torch.tensor([r * T + c for r, c in pairs], dtype=torch.long)  # noqa: E731
+
+    def flat(pairs: list[tuple[int, int]]) -> Tensor:  # (row, column) -> row * T + column
+        return torch.tensor([r * T + c for r, c in pairs], dtype=torch.long)
+
     return PackedBatch(input_ids, position_ids, mask, flat(last), flat(completion),
                        torch.tensor(completion_seq, dtype=torch.long), segment)
 
