@@ -143,10 +143,14 @@ def token_logprobs(logits: Tensor, input_ids: Tensor) -> Tensor:
     if logits.ndim != 3 or logits.shape[:2] != input_ids.shape:
         raise ValueError(f"logits must be (B, T, V) matching input_ids (B, T); got {tuple(logits.shape)} "
                          f"and {tuple(input_ids.shape)}")
-    logits = logits[:, :-1].float()  # (B, T-1, V)
-    targets = input_ids[:, 1:].unsqueeze(-1)  # (B, T-1, 1)
-    lp = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (B, T-1)
+    lp = _target_logprobs(logits[:, :-1], input_ids[:, 1:])  # (B, T-1)
     return torch.nn.functional.pad(lp, (1, 0))  # (B, T)
+
+
+def _target_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
+    """``log softmax(logits)[target]`` in fp32: logits ``(..., V)``, targets ``(...)`` → ``(...)``."""
+    logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def sequence_logprobs(model: Any, batch: PaddedBatch, *, average: bool = False) -> tuple[Tensor, Tensor]:
@@ -200,10 +204,13 @@ def run_chunked(fn: Callable[[PaddedBatch], Tensor], sequences: Sequence[Encoded
     padded chunk of ``n`` sequences to a tensor with ``n`` rows.
     """
     chunks = length_chunks([len(s) for s in sequences], max_tokens)
-    outs = [fn(pad([sequences[i] for i in c], pad_id)) for c in chunks]
-    order = torch.tensor([i for c in chunks for i in c])
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order))
+    return _in_input_order([fn(pad([sequences[i] for i in c], pad_id)) for c in chunks], [i for c in chunks for i in c])
+
+
+def _in_input_order(outs: list[Tensor], order: list[int]) -> Tensor:
+    """Concatenate chunk results whose rows are the inputs ``order``, and put them back in input order."""
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
     return torch.cat(outs)[inverse]
 
 
@@ -373,9 +380,7 @@ def packed_logprobs(model: Any, batch: PackedBatch, *, average: bool = False) ->
         logits = head(hidden.flatten(0, 1)[predictors])  # (M, V)
     else:
         logits = forward(model, batch).logits.flatten(0, 1)[predictors]
-    logits = logits.float()
-    targets = batch.input_ids.flatten()[batch.completion]  # (M,)
-    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (M,)
+    lp = _target_logprobs(logits, batch.input_ids.flatten()[batch.completion])  # (M,)
     S = batch.n_sequences
     total = torch.zeros(S, dtype=lp.dtype).index_add(0, batch.completion_seq, lp)
     n = torch.bincount(batch.completion_seq, minlength=S)
@@ -398,7 +403,4 @@ def run_packed(fn: Callable[[PackedBatch], Tensor], groups: Sequence[Sequence[En
         first.append(first[-1] + len(g))
     chunks = length_chunks([_packed_length(g) for g in groups], max_tokens)
     outs = [fn(pack([groups[i] for i in c], pad_id)) for c in chunks]
-    order = torch.tensor([s for c in chunks for i in c for s in range(first[i], first[i + 1])])
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order))
-    return torch.cat(outs)[inverse]
+    return _in_input_order(outs, [s for c in chunks for i in c for s in range(first[i], first[i + 1])])

@@ -158,10 +158,16 @@ def score(model: Any, batch: PaddedBatch) -> Tensor:
         return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
     # through the (possibly DDP-wrapped) forward, so gradients synchronise
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
-    per_token = inner.score(out.hidden_states[-1]).float()  # (B, T, E)
-    mask = batch.completion_mask.unsqueeze(-1).to(per_token.dtype)  # (B, T, 1)
-    total = (per_token * mask).sum(1)  # (B, E)
-    return total if pooling == "sum" else total / mask.sum(1).clamp(min=1)
+    rows, cols = batch.completion_mask.nonzero(as_tuple=True)  # the response tokens, row by row
+    return _pool(inner.score(out.hidden_states[-1][rows, cols]).float(), rows, len(batch.input_ids), pooling)
+
+
+def _pool(per_token: Tensor, seq: Tensor, n_seq: int, pooling: str) -> Tensor:
+    """Sum (``"sum"``) or mean (``"mean"``) of per-token rewards ``(M, E)`` by sequence ``seq (M,)``: ``(S, E)``."""
+    sums = torch.zeros((n_seq, per_token.shape[-1]), dtype=per_token.dtype).index_add(0, seq, per_token)
+    if pooling == "sum":
+        return sums
+    return sums / torch.bincount(seq, minlength=n_seq).clamp(min=1).unsqueeze(-1).to(sums.dtype)
 
 
 def packed_rewards(model: Any, batch: PackedBatch) -> Tensor:
@@ -175,12 +181,7 @@ def packed_rewards(model: Any, batch: PackedBatch) -> Tensor:
     hidden = forward(model, batch, output_hidden_states=True).hidden_states[-1].flatten(0, 1)  # (R*T, D)
     if pooling not in ("mean", "sum"):
         return inner.score(hidden[batch.last]).float()  # (S, E)
-    per_token = inner.score(hidden[batch.completion]).float()  # (M, E)
-    S = batch.n_sequences
-    sums = torch.zeros((S, per_token.shape[-1]), dtype=per_token.dtype).index_add(0, batch.completion_seq, per_token)
-    if pooling == "sum":
-        return sums
-    return sums / torch.bincount(batch.completion_seq, minlength=S).clamp(min=1).unsqueeze(-1).to(sums.dtype)
+    return _pool(inner.score(hidden[batch.completion]).float(), batch.completion_seq, batch.n_sequences, pooling)
 
 
 def rewards_of(model: Any, groups: Sequence[Sequence[Encoded]], pad_id: int, *, max_tokens: int = CHUNK_TOKENS,
