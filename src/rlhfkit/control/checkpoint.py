@@ -25,16 +25,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rlhfkit.checkpoints import atomic_write as _atomic
+from rlhfkit.checkpoints import load_optimizer_tensors as _unflatten_optimizer
+from rlhfkit.checkpoints import optimizer_tensors as _flatten_optimizer
 from rlhfkit.feedback.records import Comparison, Fragment, Outcome
 from rlhfkit.metrics import MetricsLog
 
 __all__ = ["RunDir", "load_comparisons", "save_comparisons"]
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_comparisons(path: Path, comparisons: Sequence[Comparison]) -> None:
@@ -76,30 +73,6 @@ def load_comparisons(path: Path) -> list[Comparison]:
         right = Fragment(d["right_obs"][i], d["right_acts"][i], d["right_true_rewards"][i])
         out.append(Comparison(left, right, Outcome(int(d["outcome"][i])), str(d["teacher"][i])))
     return out
-
-
-def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    meta: dict[str, Any] = {"param_groups": sd["param_groups"], "scalars": {}}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            key = f"{prefix}.{pid}.{k}"
-            if torch.is_tensor(v):
-                tensors[key] = v.contiguous()
-            else:
-                meta["scalars"][key] = v
-    return tensors, meta
-
-
-def _unflatten_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor],
-                         meta: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in {**tensors, **meta["scalars"]}.items():
-        p, pid, k = key.split(".", 2)
-        if p == prefix:
-            state.setdefault(int(pid), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 class RunDir:

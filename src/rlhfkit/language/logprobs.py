@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["CHUNK_TOKENS", "Encoded", "PackedBatch", "PaddedBatch", "can_pack", "encode", "forward", "length_chunks",
-           "pack", "packed_logprobs", "pad", "run_chunked", "run_packed", "sequence_logprobs", "shared_prefix_length",
-           "token_logprobs"]
+           "pack", "packed_logprobs", "packed_token_logprobs", "pad", "run_chunked", "run_packed", "sequence_logprobs", "shared_prefix_length",
+           "token_logprobs", "unflatten_tokens"]
 
 
 CHUNK_TOKENS = 4096
@@ -363,14 +363,14 @@ def _plain_lm_head(model: Any) -> Any:
     return inner.get_output_embeddings()
 
 
-def packed_logprobs(model: Any, batch: PackedBatch, *, average: bool = False) -> tuple[Tensor, Tensor]:
-    """:func:`sequence_logprobs` of each sequence of a packed batch: ``log π(y | x)``, ``(S,)``.
+def packed_token_logprobs(model: Any, batch: PackedBatch, *, temperature: float = 1.0) -> Tensor:
+    """``log π(x_t | x_<t)`` of every completion token of a packed batch, flat: ``(M,)`` in nats.
 
-    Only the positions that predict completion tokens go through the vocabulary projection (the
-    prompt's logits are never formed), which is most of the cost for long prompts.
-
-    Returns:
-        ``(logprobs (S,), n_tokens (S,))`` in nats and tokens; with ``average`` the mean per token.
+    Entry ``j`` belongs to sequence ``batch.completion_seq[j]``; a sequence's tokens are
+    consecutive and in order. Only the positions that predict completion tokens go through the
+    vocabulary projection (the prompt's logits are never formed), which is most of the cost for
+    long prompts. With ``temperature`` ``τ`` the logits are divided by ``τ`` first: the
+    log-probabilities of the tempered policy that sampled the tokens (GRPO, PPO).
     """
     head = _plain_lm_head(model)
     predictors = batch.completion - 1  # the token before each completion token, in the same segment
@@ -380,7 +380,36 @@ def packed_logprobs(model: Any, batch: PackedBatch, *, average: bool = False) ->
         logits = head(hidden.flatten(0, 1)[predictors])  # (M, V)
     else:
         logits = forward(model, batch).logits.flatten(0, 1)[predictors]
-    lp = _target_logprobs(logits, batch.input_ids.flatten()[batch.completion])  # (M,)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return _target_logprobs(logits, batch.input_ids.flatten()[batch.completion])  # (M,)
+
+
+def unflatten_tokens(values: Tensor, batch: PackedBatch, length: int | None = None) -> Tensor:
+    """Per-token values ``(M,)`` of :func:`packed_token_logprobs` as ``(S, T)`` rows, 0 after each sequence's end.
+
+    ``T`` is ``length`` or the longest completion. Row ``s`` holds sequence ``s``'s completion
+    tokens in order (left-aligned), matching a right-padded ``(S, T)`` completion mask.
+    """
+    S = batch.n_sequences
+    counts = torch.bincount(batch.completion_seq, minlength=S)  # (S,)
+    starts = torch.cumsum(counts, 0) - counts
+    column = torch.arange(len(values)) - starts[batch.completion_seq]  # position within the sequence
+    T = length if length is not None else int(counts.max()) if S else 0
+    out = values.new_zeros((S, T))
+    return out.index_put((batch.completion_seq, column), values)
+
+
+def packed_logprobs(model: Any, batch: PackedBatch, *, average: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`sequence_logprobs` of each sequence of a packed batch: ``log π(y | x)``, ``(S,)``.
+
+    Only the positions that predict completion tokens go through the vocabulary projection (see
+    :func:`packed_token_logprobs`).
+
+    Returns:
+        ``(logprobs (S,), n_tokens (S,))`` in nats and tokens; with ``average`` the mean per token.
+    """
+    lp = packed_token_logprobs(model, batch)  # (M,)
     S = batch.n_sequences
     total = torch.zeros(S, dtype=lp.dtype).index_add(0, batch.completion_seq, lp)
     n = torch.bincount(batch.completion_seq, minlength=S)

@@ -7,10 +7,10 @@ padding masked out, EOS included), averaged over all completion tokens of the gl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -60,7 +60,9 @@ def encode_sft(tokenizer: Any, examples: Sequence[Any], max_length: int) -> list
 
 
 def train_sft(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[Any], args: TrainArgs, *,
-              out: str | Path | None = None, accelerator: Any = None, progress: Any = None) -> Fitted:
+              out: str | Path | None = None, accelerator: Any = None, progress: Any = None,
+              evaluate: Callable[[Any], dict[str, float]] | None = None,
+              select: tuple[str, Literal["min", "max"]] = ("val/loss", "min")) -> Fitted:
     """Fine-tune a causal LM on (prompt, completion) examples.
 
     Args:
@@ -69,6 +71,9 @@ def train_sft(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[An
         train, val: ``SFTExample``-like records (see :mod:`rlhfkit.language.data`).
         args: optimisation settings; validation picks the best weights by ``val/loss``.
         out: where metrics are written.
+        evaluate: ``evaluate(model) -> {"val/...": value}`` run at each evaluation instead of the
+            validation loss on ``val`` (e.g. a task's held-out accuracy); ``val`` may then be empty.
+        select: the metric and direction that pick the best weights.
 
     Returns:
         :class:`~rlhfkit.language.train.Fitted`; validation metrics ``val/loss`` (nats per
@@ -94,7 +99,9 @@ def train_sft(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[An
     def units(items: list[Encoded]) -> float:
         return float(sum(len(e) - max(e.n_prompt, 1) for e in items))
 
-    def evaluate(m: Any, items: Sequence[Encoded]) -> dict[str, float]:
+    def validation_loss(m: Any, items: Sequence[Encoded]) -> dict[str, float]:
+        if evaluate is not None:
+            return evaluate(m)
         total, n = 0.0, 0
         with torch.no_grad():
             for i in range(0, len(items), 16):
@@ -102,6 +109,8 @@ def train_sft(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[An
                 total, n = total + loss.item(), n + int(k)
         return {"val/loss": total / n, "val/perplexity": float(torch.exp(torch.tensor(total / n)))}
 
+    if evaluate is not None and not val_enc:
+        val_enc = [None]  # fit evaluates only when there are validation items
     return fit(model, train_enc, val_enc, collate=collate, loss_sum=loss_sum, units=units,
-               lengths=[len(e) for e in train_enc], args=args, evaluate=evaluate, select=("val/loss", "min"),
+               lengths=[len(e) for e in train_enc], args=args, evaluate=validation_loss, select=select,
                out=out, accelerator=accelerator, progress=progress)

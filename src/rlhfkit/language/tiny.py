@@ -47,6 +47,9 @@ class TinySpec:
     """Hidden size."""
     n_heads: int = 4
     """Attention heads (``d_model`` must be divisible by it)."""
+    mlp_size: int = 0
+    """Inner size of each block's MLP (0: the architecture's default, ``8/3 · d_model`` rounded up to
+    a multiple of 64 for Llama's SwiGLU, ``4 · d_model`` for GPT-2)."""
     max_positions: int = 1024
     """Longest sequence, in tokens."""
     min_frequency: int = 2
@@ -60,6 +63,8 @@ class TinySpec:
         for name in ("vocab_size", "n_layers", "d_model", "n_heads", "max_positions"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.mlp_size < 0:
+            raise ValueError(f"mlp_size must be >= 0 (0: the default), got {self.mlp_size}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.vocab_size < 256 + len(SPECIAL_TOKENS):
@@ -102,12 +107,13 @@ def tiny_model(spec: TinySpec, tokenizer: Any) -> Any:
     common = dict(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                   bos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
     if spec.arch == "llama":
-        config = LlamaConfig(hidden_size=spec.d_model, intermediate_size=int(8 * spec.d_model / 3 + 63) // 64 * 64,
+        mlp = spec.mlp_size or int(8 * spec.d_model / 3 + 63) // 64 * 64
+        config = LlamaConfig(hidden_size=spec.d_model, intermediate_size=mlp,
                              num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads,
                              num_key_value_heads=spec.n_heads, max_position_embeddings=spec.max_positions,
                              rms_norm_eps=1e-5, **common)
     else:
-        config = GPT2Config(n_embd=spec.d_model, n_layer=spec.n_layers, n_head=spec.n_heads,
+        config = GPT2Config(n_embd=spec.d_model, n_layer=spec.n_layers, n_head=spec.n_heads, n_inner=spec.mlp_size or None,
                             n_positions=spec.max_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                             **common)  # no dropout: DPO's policy must equal its reference at step 0
     torch.manual_seed(spec.seed)

@@ -159,7 +159,7 @@ def chunk_budget(model: Any, args: TrainArgs) -> int:
     return 0 if isinstance(model, torch.nn.parallel.DistributedDataParallel) else args.chunk_tokens
 
 
-def _schedule(args: TrainArgs, total: int) -> Callable[[int], float]:
+def lr_schedule(args: TrainArgs, total: int) -> Callable[[int], float]:
     warm = int(args.warmup_ratio * total)
 
     def factor(step: int) -> float:
@@ -173,7 +173,7 @@ def _schedule(args: TrainArgs, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _optimizer(model: torch.nn.Module, args: TrainArgs) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, args: TrainArgs) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -275,8 +275,8 @@ def fit(model: Any, train_items: Sequence[Any], val_items: Sequence[Any], *,
     if args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable()
     model.train()
-    opt = _optimizer(model, args)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(args, total))
+    opt = make_optimizer(model, args)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(args, total))
     model, opt = acc.prepare(model, opt)
     log = _Log(Path(out) if out is not None else None, acc.is_main_process)
     eval_every = args.eval_every or per_epoch

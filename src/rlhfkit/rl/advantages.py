@@ -1,15 +1,24 @@
-"""Advantage estimators: generalised advantage estimation (GAE).
+"""Advantage estimators: generalised advantage estimation (GAE) and group baselines (GRPO family).
 
-Pure functions, shared by control PPO (gymnasium) and language-model PPO (per-token rewards).
-Shapes: ``B`` parallel sequences (envs or responses), ``T`` time steps (env steps or tokens).
+Pure functions, shared by control PPO (gymnasium) and language-model PPO / GRPO. Shapes: ``B``
+parallel sequences (envs, responses) or prompts, ``T`` time steps (env steps or tokens), ``G``
+completions sampled per prompt (a group).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
-__all__ = ["gae"]
+__all__ = ["GROUP_ESTIMATORS", "gae", "group_advantages"]
+
+GroupEstimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]
+Scale = Literal["group", "batch", "none"]
+
+GROUP_ESTIMATORS: dict[str, Scale] = {"grpo": "group", "dr_grpo": "none", "rloo": "none", "reinforce_pp": "batch"}
+"""Each group estimator and its default advantage scaling."""
 
 
 def gae(
@@ -70,3 +79,58 @@ def gae(
         last = deltas[:, t] + carry[:, t] * last
         advantages[:, t] = last
     return advantages, advantages + values
+
+
+def group_advantages(rewards: Tensor, estimator: GroupEstimator = "grpo", *, scale: Scale | None = None,
+                     eps: float = 1e-4) -> Tensor:
+    """Advantages of ``G`` completions of each prompt from their rewards, with a group baseline.
+
+    With ``r_i`` the reward of completion ``i`` of a group and ``r̄`` the group mean:
+
+    - ``grpo`` — ``A_i = (r_i - r̄) / (std(r) + eps)`` (Shao et al. 2024, "DeepSeekMath", §4.1.2,
+      outcome supervision; the std is the unbiased sample std, as in TRL);
+    - ``dr_grpo`` — ``A_i = r_i - r̄``: no std scaling, which biases learning towards too easy and
+      too hard questions (Liu et al. 2025, "Understanding R1-Zero-like training", §3.1);
+    - ``rloo`` — the leave-one-out baseline ``A_i = r_i - (1/(G-1)) Σ_{j≠i} r_j``
+      ``= G/(G-1) · (r_i - r̄)`` (Ahmadian et al. 2024, "Back to basics", Eq. 6; Kool et al. 2019);
+    - ``reinforce_pp`` — REINFORCE++-baseline: ``A_i = r_i - r̄``, then normalised over the whole
+      batch, ``A / (std(A) + eps)`` (Hu 2025, "REINFORCE++", §3.2; the paper also subtracts the
+      batch mean of ``A``, which is zero once every group is centred).
+
+    ``scale`` overrides the estimator's scaling (:data:`GROUP_ESTIMATORS`): ``"group"`` divides
+    each group's centred rewards by that group's reward std, ``"batch"`` divides the advantages by
+    the std of all ``B × G`` of them, ``"none"`` leaves them. A group whose rewards are all equal
+    gets exactly zero advantages (no learning signal) under every estimator.
+
+    Args:
+        rewards: ``(B, G)`` scalar rewards, ``B`` prompts × ``G >= 2`` completions each.
+        estimator: ``grpo``, ``dr_grpo``, ``rloo`` or ``reinforce_pp``.
+        scale: ``group``, ``batch``, ``none`` or None (the estimator's default).
+        eps: added to the std before dividing.
+
+    Returns:
+        ``(B, G)`` advantages, in reward units (unscaled) or standard deviations (scaled).
+
+    Raises:
+        ValueError: for rewards not ``(B, G)`` with ``G >= 2``, non-finite rewards, or an unknown
+            estimator or scale.
+    """
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be (B, G) with G >= 2 completions per prompt, got shape {tuple(rewards.shape)}")
+    if estimator not in GROUP_ESTIMATORS:
+        raise ValueError(f"unknown group estimator {estimator!r}; choose one of {sorted(GROUP_ESTIMATORS)}")
+    scale = GROUP_ESTIMATORS[estimator] if scale is None else scale
+    if scale not in ("group", "batch", "none"):
+        raise ValueError(f"scale must be 'group', 'batch' or 'none', got {scale!r}")
+    if not bool(torch.isfinite(rewards).all()):
+        raise ValueError("rewards must be finite")
+    G = rewards.shape[1]
+    advantages = rewards - rewards.mean(dim=1, keepdim=True)  # (B, G)
+    if estimator == "rloo":
+        advantages = advantages * (G / (G - 1))
+    if scale == "group":
+        advantages = advantages / (rewards.std(dim=1, keepdim=True) + eps)
+    elif scale == "batch":
+        advantages = advantages / (advantages.std() + eps)
+    tied = rewards.amax(dim=1, keepdim=True) == rewards.amin(dim=1, keepdim=True)  # (B, 1): no signal
+    return advantages.masked_fill(tied, 0.0)  # exactly 0, whatever the rounding of the mean

@@ -36,19 +36,23 @@ def ppo_clip_loss(
     advantages: Tensor,
     *,
     clip_range: float = 0.2,
+    clip_range_high: float | None = None,
     mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO's clipped surrogate objective, negated as a loss (Schulman et al. 2017, Eq. 7).
 
-    ``L = -min(ρ A, clip(ρ, 1-ε, 1+ε) A)`` with ``ρ = exp(logprobs - old_logprobs)``. The clip is
-    applied in log-ratio space (``log ρ`` clamped to ``[log(1-ε), log(1+ε)]``), the ratio is only
-    exponentiated once.
+    ``L = -min(ρ A, clip(ρ, 1-ε_low, 1+ε_high) A)`` with ``ρ = exp(logprobs - old_logprobs)``;
+    PPO has ``ε_low = ε_high = ε``, DAPO's "clip-higher" (Yu et al. 2025, Eq. 10) raises
+    ``ε_high`` (0.28 with ``ε_low`` 0.2) so that unlikely tokens with positive advantages can
+    grow. The clip is applied in log-ratio space (``log ρ`` clamped to
+    ``[log(1-ε_low), log(1+ε_high)]``), the ratio is only exponentiated once.
 
     Args:
         logprobs: ``(B,)`` log π_θ(a|s) under the policy being optimised (with gradient).
         old_logprobs: ``(B,)`` log π_old(a|s) from the rollout (no gradient).
         advantages: ``(B,)`` advantage estimates (normalised by the caller if wanted).
-        clip_range: ``ε > 0``; the paper uses 0.2.
+        clip_range: ``ε_low > 0`` (``ε``); the paper uses 0.2.
+        clip_range_high: ``ε_high > 0``; None: ``ε_low`` (symmetric PPO clipping).
         mask: optional ``(B,)`` bool; metrics are averaged over True entries.
 
     Returns:
@@ -57,17 +61,20 @@ def ppo_clip_loss(
         (``k3`` estimator of KL(π_old ‖ π_θ), Schulman 2020) are detached scalars.
 
     Raises:
-        ValueError: on mismatched shapes or ``clip_range <= 0``.
+        ValueError: on mismatched shapes or ``clip_range <= 0`` / ``clip_range_high <= 0``.
     """
     _check_same(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages)
+    high = clip_range if clip_range_high is None else clip_range_high
     if not clip_range > 0:
         raise ValueError(f"clip_range must be > 0, got {clip_range}")
+    if not high > 0:
+        raise ValueError(f"clip_range_high must be > 0, got {clip_range_high}")
     log_ratio = logprobs - old_logprobs
     ratio = log_ratio.exp()
-    clipped = log_ratio.clamp(math.log1p(-min(clip_range, 1.0 - 1e-12)), math.log1p(clip_range)).exp()
+    clipped = log_ratio.clamp(math.log1p(-min(clip_range, 1.0 - 1e-12)), math.log1p(high)).exp()
     loss = -torch.minimum(ratio * advantages, clipped * advantages)
     with torch.no_grad():
-        clip_fraction = masked_mean(((ratio - 1.0).abs() > clip_range).float(), mask)
+        clip_fraction = masked_mean(((ratio < 1.0 - clip_range) | (ratio > 1.0 + high)).float(), mask)
         approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
     return loss, {"policy/clip_fraction": clip_fraction, "policy/approx_kl": approx_kl}
 

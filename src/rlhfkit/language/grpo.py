@@ -1,0 +1,535 @@
+"""Online RL with group-relative advantages: GRPO, Dr. GRPO, RLOO, REINFORCE++ (and DAPO's, GSPO's losses).
+
+Each step follows the GRPO algorithm (Shao et al. 2024, "DeepSeekMath", Algorithm 1):
+
+1. take ``P`` prompts and sample ``G`` completions of each from the current policy
+   (:mod:`rlhfkit.language.generation`);
+2. score every completion with the reward functions (:mod:`rlhfkit.language.rewards`);
+3. turn rewards into advantages within each group (:func:`rlhfkit.rl.group_advantages`);
+4. take ``μ`` passes over the batch (each in ``mini_batches`` optimiser steps), minimising the
+   clipped per-token loss with an optional KL penalty to a frozen reference
+   (:func:`rlhfkit.rl.grpo_token_loss`, :func:`rlhfkit.rl.aggregate_loss`).
+
+The ``G`` completions of a prompt are scored as one packed row that computes the prompt once
+(:func:`rlhfkit.language.logprobs.pack`), and only completion positions are projected onto the
+vocabulary. The reference model is not loaded when ``β = 0``; old log-probs are not computed
+when every batch is used for exactly one optimiser step (μ = 1, one mini-batch: the ratio is 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlhfkit.checkpoints import atomic_write, load_optimizer_tensors, optimizer_tensors
+from rlhfkit.language.generation import Generator, HFGenerator, Rollout, SamplingParams
+from rlhfkit.language.logprobs import Encoded, can_pack, packed_token_logprobs, run_packed, unflatten_tokens
+from rlhfkit.language.prompts import PromptExample
+from rlhfkit.language.rewards import RewardFunction, check_columns, score_completions
+from rlhfkit.language.train import TrainArgs, chunk_budget, lr_schedule, make_accelerator, make_optimizer
+from rlhfkit.metrics import MetricsLog
+from rlhfkit.rl import GROUP_ESTIMATORS, LOSS_AGGREGATIONS, aggregate_loss, group_advantages, grpo_token_loss
+
+__all__ = ["GRPOResult", "GRPOSettings", "encode_prompt", "encode_prompts", "evaluate_greedy", "train_grpo"]
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    """The online part of GRPO and its variants (optimiser settings are in :class:`TrainArgs`)."""
+
+    num_generations: int = 8
+    """``G``: completions sampled per prompt (at least 2: the baseline is the group)."""
+    prompts_per_step: int = 4
+    """``P``: prompts per generation batch; a batch holds ``P × G`` completions."""
+    num_iterations: int = 1
+    """``μ``: passes over each generation batch (the clip only acts when μ > 1)."""
+    mini_batches: int = 1
+    """Optimiser steps per pass over a generation batch (whole groups per mini-batch)."""
+    max_new_tokens: int = 256
+    """Longest completion in tokens; a completion cut here has no EOS (``completions/clipped_ratio``)."""
+    temperature: float = 1.0
+    """Sampling temperature; the trained log-probs use the same tempered policy."""
+    top_p: float = 1.0
+    """Nucleus sampling (1: off)."""
+    top_k: int = 0
+    """Top-k sampling (0: off)."""
+    estimator: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"] = "grpo"
+    """Group baseline: GRPO, Dr. GRPO (no std), RLOO (leave-one-out), REINFORCE++ (batch-normalised)."""
+    scale: Literal["group", "batch", "none"] | None = None
+    """Advantage scaling by the reward std per group, per batch, or off (None: the estimator's own)."""
+    aggregation: Literal["token_mean", "sequence_mean", "constant"] = "token_mean"
+    """Loss over tokens: DAPO's token mean, the GRPO paper's sequence mean, Dr. GRPO's constant."""
+    clip_range: float = 0.2
+    """``ε_low`` of the ratio clip."""
+    clip_range_high: float | None = None
+    """``ε_high`` (DAPO's clip-higher, e.g. 0.28); None: ``ε_low``."""
+    ratio_level: Literal["token", "sequence"] = "token"
+    """Importance ratios per token (GRPO) or per sequence (GSPO)."""
+    beta: float = 0.0
+    """KL coefficient to the frozen reference (0: no reference model is loaded)."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Per-token KL estimator; k3 as in GRPO."""
+    mask_truncated: bool = False
+    """Leave completions without EOS (cut at ``max_new_tokens``) out of the loss (DAPO's overlong filtering)."""
+    share_prompt: bool = True
+    """Compute each prompt once per group in generation (a repeated KV cache)."""
+    log_completions_every: int = 0
+    """Write the step's prompts, completions and rewards to ``completions.jsonl`` every N steps (0: never)."""
+    save_every: int = 0
+    """Checkpoint every N steps (0: only at the end)."""
+    eval_every: int = 0
+    """Evaluate every N steps (0: only at the start and the end, when there is something to evaluate)."""
+    eval_every_s: float = 0.0
+    """Also evaluate whenever this much training time has passed since the last evaluation (0: off)."""
+    max_train_s: float = 0.0
+    """Stop after this much training wall time in seconds, evaluation excluded (0: no limit)."""
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations (G) must be >= 2: the group is the baseline, got {self.num_generations}")
+        for name in ("prompts_per_step", "num_iterations", "mini_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mini_batches > self.prompts_per_step:
+            raise ValueError(f"mini_batches ({self.mini_batches}) cannot exceed prompts_per_step "
+                             f"({self.prompts_per_step}): a mini-batch holds whole groups")
+        SamplingParams(self.num_generations, self.max_new_tokens, self.temperature, self.top_p, self.top_k)
+        if self.temperature == 0:
+            raise ValueError("temperature must be > 0: G greedy completions would all be the same")
+        if self.estimator not in GROUP_ESTIMATORS:
+            raise ValueError(f"estimator must be one of {sorted(GROUP_ESTIMATORS)}, got {self.estimator!r}")
+        if self.scale not in (None, "group", "batch", "none"):
+            raise ValueError(f"scale must be group, batch or none, got {self.scale!r}")
+        if self.aggregation not in LOSS_AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {LOSS_AGGREGATIONS}, got {self.aggregation!r}")
+        if self.ratio_level not in ("token", "sequence"):
+            raise ValueError(f"ratio_level must be token or sequence, got {self.ratio_level!r}")
+        if self.kl_estimator not in ("k1", "k2", "k3"):
+            raise ValueError(f"kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
+        if self.beta < 0 or self.clip_range <= 0 or (self.clip_range_high is not None and self.clip_range_high <= 0):
+            raise ValueError("beta must be >= 0 and the clip ranges > 0")
+        for name in ("log_completions_every", "save_every", "eval_every", "eval_every_s", "max_train_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """The :class:`SamplingParams` of the rollouts."""
+        return SamplingParams(self.num_generations, self.max_new_tokens, self.temperature, self.top_p, self.top_k)
+
+
+@dataclass
+class GRPOResult:
+    """What :func:`train_grpo` returns. Times in seconds; the three parts add up to ``wall_s``
+    (less bookkeeping), evaluation excluded."""
+
+    model: Any
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    wall_s: float = 0.0
+    generate_s: float = 0.0
+    reward_s: float = 0.0
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    completions: int = 0
+    completion_tokens: int = 0
+    trained_tokens: int = 0
+    """Real tokens through the training forward passes (prompt + completion; a shared prompt counts
+    once per completion, as in a one-sequence-per-row trainer)."""
+
+    @property
+    def completions_per_s(self) -> float:
+        """Completions sampled per second of training wall time."""
+        return self.completions / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def trained_tokens_per_s(self) -> float:
+        """Trained tokens per second of training wall time."""
+        return self.trained_tokens / self.wall_s if self.wall_s else 0.0
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[Any], max_length: int) -> list[tuple[int, ...]]:
+    """Token ids of prompts: plain text with the tokenizer's special tokens, a conversation through its
+    chat template with the generation prompt; each cut from the left to ``max_length`` tokens.
+
+    Raises:
+        ValueError: for an empty encoding or a conversation with a tokenizer that has no chat template.
+    """
+    plain = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+    chats = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if chats and getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("conversational prompts need a tokenizer with a chat_template")
+    out: list[tuple[int, ...]] = [()] * len(prompts)
+    for idx, texts, special in (
+            (plain, [prompts[i] for i in plain], True),
+            (chats, [tokenizer.apply_chat_template(list(prompts[i]), tokenize=False, add_generation_prompt=True)
+                     for i in chats], False)):
+        if idx:
+            for i, ids in zip(idx, tokenizer(texts, add_special_tokens=special)["input_ids"]):
+                if not ids:
+                    raise ValueError(f"the prompt {prompts[i]!r} encodes to no tokens")
+                out[i] = tuple(ids[-max_length:])
+    return out
+
+
+def encode_prompt(tokenizer: Any, prompt: Any, max_length: int) -> tuple[int, ...]:
+    """:func:`encode_prompts` of one prompt."""
+    return encode_prompts(tokenizer, [prompt], max_length)[0]
+
+
+class _Prompts:
+    """An endless, seeded stream of prompt indices: a fresh permutation every epoch; resumable."""
+
+    def __init__(self, n: int, seed: int, epoch: int = 0, position: int = 0):
+        self.n, self.seed, self.epoch, self.position = n, seed, epoch, position
+        self._order = np.random.default_rng([seed, epoch]).permutation(n)
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if self.position == self.n:
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            out.append(int(self._order[self.position]))
+            self.position += 1
+        return out
+
+
+def _decode(tokenizer: Any, rollout: Rollout, conversational: bool) -> list[Any]:
+    texts = tokenizer.batch_decode([rollout.completion(i) for i in range(rollout.n_completions)],
+                                   skip_special_tokens=True)
+    return [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+
+
+def _completion_logprobs(model: Any, groups: Sequence[Sequence[Encoded]], pad_id: int, T: int, *,
+                         temperature: float, max_tokens: int, share_prefix: bool) -> Tensor:
+    """``(S, T)`` log-probs of the completion tokens of every sequence of ``groups`` (group order)."""
+    def fn(pb: Any) -> Tensor:
+        return unflatten_tokens(packed_token_logprobs(model, pb, temperature=temperature), pb, T)
+
+    return run_packed(fn, groups, pad_id, max_tokens=max_tokens, share_prefix=share_prefix and can_pack(model))
+
+
+def evaluate_greedy(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rewards: Sequence[RewardFunction],
+                    *, max_new_tokens: int, max_length: int = 1024, batch_size: int = 256) -> dict[str, float]:
+    """Mean reward of greedy completions of held-out prompts: ``eval/reward`` and ``eval/<function>``.
+
+    Raises:
+        RewardError: as :func:`rlhfkit.language.rewards.score_completions`.
+    """
+    generator = HFGenerator(model, pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id,
+                            batch_size=batch_size)
+    ids = encode_prompts(tokenizer, [p.prompt for p in prompts], max_length)
+    rollout = generator.generate(ids, SamplingParams(1, max_new_tokens, temperature=0.0), seed=0)
+    conversational = not isinstance(prompts[0].prompt, str)
+    columns = {k: [p.columns.get(k) for p in prompts] for k in prompts[0].columns}
+    total, per = score_completions(rewards, [p.prompt for p in prompts], _decode(tokenizer, rollout, conversational),
+                                   {**columns, "completion_ids": [list(rollout.completion(i)) for i in range(len(ids))]})
+    out = {"eval/reward": float(total.mean())}
+    for f, rf in enumerate(rewards):
+        out[f"eval/{rf.name}"] = float(per[:, f].nanmean())
+    return out
+
+
+def _stats(prefix: str, x: Tensor) -> dict[str, float]:
+    x = x[~x.isnan()]
+    if not len(x):
+        return {}
+    return {f"{prefix}/mean": float(x.mean()), f"{prefix}/std": float(x.std()) if len(x) > 1 else 0.0}
+
+
+def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rewards: Sequence[RewardFunction],
+               args: TrainArgs, settings: GRPOSettings = GRPOSettings(), *, ref_model: Any = None,
+               generator: Generator | None = None, eval_prompts: Sequence[PromptExample] = (),
+               evaluate: Callable[[Any], dict[str, float]] | None = None, out: str | Path | None = None,
+               resume: bool = False, accelerator: Any = None,
+               progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+               on_completions: Callable[[int, list[dict[str, Any]]], None] | None = None) -> GRPOResult:
+    """Train ``model`` with GRPO (or a variant, per ``settings``) on ``prompts`` and ``rewards``.
+
+    Args:
+        model: the policy, a causal LM (possibly with LoRA adapters), trained in place.
+        tokenizer: its tokenizer (pad and EOS tokens required).
+        prompts: the training prompts with their columns (:func:`rlhfkit.language.prompts.load_prompts`).
+        rewards: the weighted reward functions.
+        args: optimiser settings: ``lr``, ``max_steps`` (generation batches; 0: ``epochs`` over
+            the prompts), ``warmup_ratio``, ``schedule``, ``weight_decay``, ``max_grad_norm``,
+            ``seed``, ``micro_batch_size`` (completions per forward, rounded to whole groups; 0: a
+            mini-batch at once), ``chunk_tokens``, ``share_prefix``, ``max_length`` (prompt +
+            completion), ``gradient_checkpointing``, ``log_every``.
+        settings: the GRPO settings.
+        ref_model: the frozen reference for ``β > 0`` (default: a copy of the initial policy, or
+            the base model with adapters off for LoRA).
+        generator: the rollout engine (default :class:`HFGenerator` on the policy).
+        eval_prompts: held-out prompts scored by :func:`evaluate_greedy` at evaluations.
+        evaluate: ``evaluate(model) -> {"eval/...": value}``, called at evaluations instead.
+        out: the run directory: ``metrics.jsonl``, ``completions.jsonl``, ``checkpoint/``.
+        resume: continue from ``out/checkpoint`` (model, optimiser, prompt stream, step).
+        progress: ``progress(step, total, record)`` after every step.
+        on_completions: ``on_completions(step, rows)`` whenever completions are logged.
+
+    Returns:
+        :class:`GRPOResult`. Metrics per step: ``reward/mean``, ``reward/std``, ``reward/<f>/mean``
+        and ``/std`` per function, ``reward/zero_std_fraction`` (groups with no learning
+        signal), ``completions/mean_length``, ``completions/clipped_ratio``, ``loss/policy``,
+        ``policy/clip_fraction``, ``policy/approx_kl``, ``policy/kl`` (with a reference),
+        ``train/grad_norm``, ``train/lr``, ``time/generate_s``, ``time/reward_s``, ``time/train_s``.
+
+    Raises:
+        ValueError: no prompts, no reward functions, a tokenizer without pad or EOS,
+            ``max_length <= max_new_tokens`` (prompts are cut from the left to
+            ``max_length - max_new_tokens`` tokens), ``prompts_per_step`` not divisible by the
+            processes, ``resume`` without a checkpoint (or one that does not fit the model).
+        RewardError: a reward function fails or returns a wrong value (at the first step).
+    """
+    if not prompts:
+        raise ValueError("no prompts to train on")
+    if not rewards:
+        raise ValueError("no reward functions: pass at least one")
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer needs a pad and an EOS token")
+    check_columns(rewards, list(prompts[0].columns))
+    s, G, P = settings, settings.num_generations, settings.prompts_per_step
+    acc = accelerator or make_accelerator()
+    world, rank = acc.num_processes, acc.process_index
+    if P % world:
+        raise ValueError(f"prompts_per_step {P} must be divisible by the number of processes ({world})")
+    max_prompt = args.max_length - s.max_new_tokens
+    if max_prompt < 1:
+        raise ValueError(f"max_length ({args.max_length}) must exceed max_new_tokens ({s.max_new_tokens})")
+    pad_id, conversational = tokenizer.pad_token_id, not isinstance(prompts[0].prompt, str)
+    prompt_ids = encode_prompts(tokenizer, [p.prompt for p in prompts], max_prompt)
+    total = args.max_steps or math.ceil(args.epochs * len(prompts) / P)
+    opt_steps_total = total * s.num_iterations * s.mini_batches
+    run = Path(out) if out is not None else None
+
+    if args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+    reference = None
+    if s.beta > 0:
+        reference = ref_model if ref_model is not None else (None if hasattr(model, "disable_adapter")
+                                                             else copy.deepcopy(model).eval())
+        if reference is not None:
+            reference.requires_grad_(False)
+    model.train()
+    opt = make_optimizer(model, args)
+    lr_factor = lr_schedule(args, opt_steps_total)
+    stream, step, opt_step, result_wall = _Prompts(len(prompts), args.seed), 0, 0, 0.0
+    if resume:
+        if run is None or not (run / "checkpoint" / "state.json").is_file():
+            raise ValueError(f"cannot resume: no checkpoint in {run}/checkpoint")
+        state = _load_checkpoint(run / "checkpoint", model, opt)
+        step, opt_step, result_wall = state["step"], state["opt_step"], state.get("train_wall_s", 0.0)
+        stream = _Prompts(len(prompts), args.seed, state["epoch"], state["position"])
+    model, opt = acc.prepare(model, opt)
+    policy = acc.unwrap_model(model)
+    gen = generator or HFGenerator(policy, pad_id=pad_id, eos_id=tokenizer.eos_token_id, share_prompt=s.share_prompt)
+    log = MetricsLog(run, fresh=not resume) if run is not None and acc.is_main_process else None
+    result = GRPOResult(policy)
+    max_tokens = chunk_budget(model, args)
+    micro_groups = max(1, args.micro_batch_size // G) if args.micro_batch_size else 0
+    columns = list(prompts[0].columns)
+
+    def run_eval() -> None:
+        if evaluate is None and not eval_prompts:
+            return
+        t0 = time.perf_counter()
+        policy.eval()
+        with torch.no_grad():
+            record = evaluate(policy) if evaluate is not None else evaluate_greedy(
+                policy, tokenizer, eval_prompts, rewards, max_new_tokens=s.max_new_tokens, max_length=max_prompt)
+        policy.train()
+        result.eval_s += time.perf_counter() - t0
+        record = {"step": step, "time/train_wall_s": result.wall_s, **record}
+        result.history.append(record)
+        if log is not None:
+            log.write(record)
+
+    if not resume:
+        run_eval()
+    # training wall time = now - clock - eval_s: evaluations before the loop and time before a resume included
+    clock = time.perf_counter() - result.eval_s - result_wall
+    last_eval = result_wall
+    while step < total:
+        t0 = time.perf_counter()
+        batch = stream.take(P)[rank * (P // world):(rank + 1) * (P // world)]  # this process's prompts
+        gen.sync(policy)
+        rollout = gen.generate([prompt_ids[i] for i in batch], s.sampling, seed=args.seed * 1_000_003 + step)
+        t1 = time.perf_counter()
+        texts = _decode(tokenizer, rollout, conversational)
+        rep = [i for i in batch for _ in range(G)]
+        cols = {k: [prompts[i].columns.get(k) for i in rep] for k in columns}
+        cols["completion_ids"] = [list(rollout.completion(j)) for j in range(rollout.n_completions)]
+        reward, per_func = score_completions(rewards, [prompts[i].prompt for i in rep], texts, cols)  # (n,), (n, F)
+        all_rewards = acc.gather(reward) if world > 1 else reward  # (P·G,): the batch scale needs every group
+        advantages = group_advantages(all_rewards.view(-1, G).double(), s.estimator, scale=s.scale).float()
+        advantages = advantages.view(-1)[rank * len(reward):(rank + 1) * len(reward)]  # (n,)
+        t2 = time.perf_counter()
+
+        mask = rollout.completion_mask & (rollout.finished[:, None] if s.mask_truncated else True)  # (n, T)
+        T = mask.shape[1]
+        groups = [[Encoded(rollout.prompt_of(j) + rollout.completion(j), len(rollout.prompt_of(j)))
+                   for j in range(g * G, (g + 1) * G)] for g in range(len(batch))]
+        score = dict(temperature=s.temperature, max_tokens=max_tokens, share_prefix=args.share_prefix)
+        old = ref = None
+        with torch.no_grad():
+            if s.num_iterations > 1 or s.mini_batches > 1:
+                old = _completion_logprobs(model, groups, pad_id, T, **score)
+            if s.beta > 0:
+                if reference is not None:
+                    ref = _completion_logprobs(reference, groups, pad_id, T, **score)
+                else:
+                    with policy.disable_adapter():
+                        ref = _completion_logprobs(model, groups, pad_id, T, **score)
+        # without a KL term a group whose advantages are all 0 (equal rewards) adds nothing to the loss or its
+        # gradient: it stays out of the forward pass, its tokens stay in the normalisers (the same update)
+        idle = (advantages.view(-1, G) == 0).all(-1).tolist() if s.beta == 0 else [False] * len(batch)
+        metrics: dict[str, list[float]] = {}
+        n_mb = min(s.mini_batches, len(batch))
+        for _ in range(s.num_iterations):
+            for mb in np.array_split(np.arange(len(batch)), n_mb):
+                seqs = np.concatenate([np.arange(g * G, (g + 1) * G) for g in mb])
+                norm = torch.tensor([float(mask[seqs].sum()), float(len(seqs))])
+                if world > 1:
+                    norm = acc.reduce(norm, reduction="sum")
+                active = [g for g in mb if not idle[g]] or ([mb[0]] if world > 1 else [])  # DDP: every rank runs
+                micro = [active[i:i + micro_groups] for i in range(0, len(active), micro_groups)] if micro_groups \
+                    else [active] if active else []
+                for k, part in enumerate(micro):
+                    idx = torch.from_numpy(np.concatenate([np.arange(g * G, (g + 1) * G) for g in part]))
+                    lp = _completion_logprobs(model, [groups[g] for g in part], pad_id, T, **score)  # (m, T)
+                    loss_t, m = grpo_token_loss(
+                        lp, old[idx] if old is not None else lp.detach(), advantages[idx], mask[idx],
+                        clip_range=s.clip_range, clip_range_high=s.clip_range_high, ratio_level=s.ratio_level,
+                        ref_logprobs=ref[idx] if ref is not None else None, beta=s.beta, kl_estimator=s.kl_estimator)
+                    loss = aggregate_loss(loss_t, mask[idx], s.aggregation, n_tokens=float(norm[0]),
+                                          n_sequences=float(norm[1]), max_completion_length=s.max_new_tokens)
+                    with acc.no_sync(model) if k < len(micro) - 1 else _null():
+                        acc.backward(loss * world)  # DDP averages gradients over processes
+                    for key, v in {"loss/policy": loss.item() * world, **{k2: float(v2) for k2, v2 in m.items()}}.items():
+                        metrics.setdefault(key, []).append(v)
+                    result.trained_tokens += sum(len(e) for g in part for e in groups[g])
+                if not micro:  # an all-idle mini-batch: loss 0, zero gradients, and the optimiser steps as usual
+                    metrics.setdefault("loss/policy", []).append(0.0)
+                    for p in model.parameters():
+                        if p.requires_grad and p.grad is None:
+                            p.grad = torch.zeros_like(p)
+                for group in opt.param_groups:
+                    group["lr"] = args.lr * lr_factor(opt_step)
+                if args.max_grad_norm > 0:
+                    metrics.setdefault("train/grad_norm", []).append(
+                        float(acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)))
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                opt_step += 1
+        t3 = time.perf_counter()
+        step += 1
+        result.generate_s += t1 - t0
+        result.reward_s += t2 - t1
+        result.train_s += t3 - t2
+        result.completions += rollout.n_completions
+        result.completion_tokens += int(rollout.lengths.sum())
+        grouped = all_rewards.view(-1, G)
+        record: dict[str, Any] = {
+            "step": step, **_stats("reward", reward),
+            "reward/zero_std_fraction": float((grouped.amax(-1) == grouped.amin(-1)).float().mean()),
+            **{k: v for f, rf in enumerate(rewards) for k, v in _stats(f"reward/{rf.name}", per_func[:, f]).items()},
+            "completions/mean_length": float(rollout.lengths.float().mean()),
+            "completions/clipped_ratio": float((~rollout.finished).float().mean()),
+            **{k: float(np.mean(v)) for k, v in metrics.items()},
+            "train/lr": args.lr * lr_factor(max(opt_step - 1, 0)),
+            "time/generate_s": t1 - t0, "time/reward_s": t2 - t1, "time/train_s": t3 - t2,
+        }
+        result.wall_s = time.perf_counter() - clock - result.eval_s
+        record["time/train_wall_s"] = result.wall_s
+        result.history.append(record)
+        if log is not None and (step % args.log_every == 0 or step == total):
+            log.write(record)
+        if s.log_completions_every and step % s.log_completions_every == 0 and acc.is_main_process:
+            rows = [{"step": step, "prompt": prompts[rep[j]].prompt, "completion": texts[j],
+                     "reward": float(reward[j]), "advantage": float(advantages[j]),
+                     **{rf.name: (None if math.isnan(per_func[j, f]) else float(per_func[j, f]))
+                        for f, rf in enumerate(rewards)}} for j in range(len(texts))]
+            if run is not None:
+                with (run / "completions.jsonl").open("a") as fh:
+                    fh.writelines(json.dumps(r, default=str) + "\n" for r in rows)
+            if on_completions is not None:
+                on_completions(step, rows)
+        if progress is not None and acc.is_main_process:
+            progress(step, total, record)
+        out_of_time = bool(s.max_train_s) and result.wall_s >= s.max_train_s
+        if (s.eval_every and step % s.eval_every == 0) or (s.eval_every_s and result.wall_s - last_eval >= s.eval_every_s) \
+                or step == total or out_of_time:
+            last_eval = result.wall_s
+            run_eval()
+        if run is not None and acc.is_main_process and ((s.save_every and step % s.save_every == 0) or step == total
+                                                        or out_of_time):
+            _save_checkpoint(run / "checkpoint", policy, opt, {"step": step, "opt_step": opt_step,
+                                                                "epoch": stream.epoch, "position": stream.position,
+                                                                "train_wall_s": result.wall_s, "settings": asdict(s)})
+        if out_of_time:
+            break
+    result.steps = step
+    if log is not None:
+        log.write({"step": step, "summary/wall_s": result.wall_s, "summary/generate_s": result.generate_s,
+                   "summary/reward_s": result.reward_s, "summary/train_s": result.train_s,
+                   "summary/completions_per_s": result.completions_per_s,
+                   "summary/trained_tokens_per_s": result.trained_tokens_per_s})
+        log.close()
+    return result
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _save_checkpoint(path: Path, model: Any, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Weights (safetensors), optimiser state (safetensors + JSON) and the loop state, each written atomically."""
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path / "model.safetensors", lambda p: save_file(_untie(weights), str(p)))
+    tensors, meta = optimizer_tensors(opt, "opt")
+    atomic_write(path / "optimizer.safetensors", lambda p: save_file(tensors, str(p)))
+    atomic_write(path / "state.json", lambda p: p.write_text(json.dumps({**state, "optimizer": meta}, indent=1)))
+
+
+def _untie(weights: dict[str, Tensor]) -> dict[str, Tensor]:
+    """safetensors refuses tensors that share memory (tied embeddings): save one copy of each."""
+    seen: dict[int, str] = {}
+    out = {}
+    for k, v in weights.items():
+        if v.data_ptr() in seen:
+            continue
+        seen[v.data_ptr()] = k
+        out[k] = v
+    return out
+
+
+def _load_checkpoint(path: Path, model: Any, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path / "model.safetensors"))
+    expected = _untie(dict(model.state_dict()))
+    if set(saved) != set(expected):
+        raise ValueError(f"{path}/model.safetensors does not fit the model: missing "
+                         f"{sorted(set(expected) - set(saved))[:5]}, unexpected {sorted(set(saved) - set(expected))[:5]}")
+    model.load_state_dict(saved, strict=False)  # strict would ask for the tied copies too
+    state = json.loads((path / "state.json").read_text())
+    load_optimizer_tensors(opt, "opt", load_file(str(path / "optimizer.safetensors")), state["optimizer"])
+    return state

@@ -1,0 +1,96 @@
+"""Prompt data for online RL (GRPO, RLOO, PPO): TRL's "prompt-only" type plus any extra columns.
+
+One row per prompt; the prompt is a string or a conversation, and every other column travels
+with it to the reward functions (TRL's convention), e.g. the reference answer of a verifiable
+task::
+
+    {"prompt": "Q: 37+58= A:", "answer": " 95"}
+    {"prompt": [{"role": "user", "content": "What is 37+58?"}], "answer": "95"}
+
+Read from JSONL, JSON, Parquet or a local ``datasets`` directory like the other data
+(:mod:`rlhfkit.language.data`); a bad row raises :class:`~rlhfkit.language.data.DataError` naming
+the file, line and field.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.language.data import _MAX_ERRORS, DataError, Text, _Bad, _read, _text
+
+__all__ = ["PromptData", "PromptExample", "load_prompts"]
+
+
+@dataclass(frozen=True)
+class PromptExample:
+    """A prompt and the other columns of its row (passed to reward functions by name)."""
+
+    prompt: Text
+    columns: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+@dataclass
+class PromptData:
+    """What :func:`load_prompts` read: the prompts in file order, the extra column names, skipped rows."""
+
+    examples: list[PromptExample]
+    columns: list[str]
+    path: str
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def load_prompts(path: str | os.PathLike, *, prompt_column: str = "prompt", skip_bad: bool = False,
+                 split: str = "train") -> PromptData:
+    """Read prompts (and their extra columns) from a local file or ``datasets`` directory.
+
+    Args:
+        path: JSONL, JSON, Parquet or a ``save_to_disk`` directory.
+        prompt_column: the column holding the prompt.
+        skip_bad: skip and count bad rows instead of raising.
+        split: the split of a ``DatasetDict`` directory.
+
+    Raises:
+        FileNotFoundError: no such path.
+        DataError: an unreadable file, no ``prompt_column`` column, no usable rows; and unless
+            ``skip_bad``, a row whose prompt is missing, empty, or neither a string nor a list of
+            ``{role, content}`` messages — naming the file, line and field.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    rows, unit, columns = _read(p, split)
+    if not rows:
+        raise DataError(str(path), None, None, "no rows")
+    if prompt_column not in columns:
+        raise DataError(str(path), None, None, f"no {prompt_column!r} column (the columns are: "
+                                               f"{', '.join(columns) or 'none'}); online RL needs a prompt per row")
+    extra = [c for c in columns if c != prompt_column]
+    out = PromptData([], extra, str(path))
+    for line, row in rows:
+        try:
+            if isinstance(row, _Bad):
+                raise row
+            if not isinstance(row, dict):
+                raise _Bad(None, f"expected an object with fields, got {type(row).__name__}")
+            value = row.get(prompt_column)
+            if value is None:
+                raise _Bad(prompt_column, "missing")
+            prompt = _text(value, prompt_column, response=True)
+            prompt = prompt if isinstance(prompt, str) else tuple(prompt)
+            out.examples.append(PromptExample(prompt, {c: row.get(c) for c in extra}, f"{path}:{line}"))
+        except _Bad as bad:
+            reason = "empty prompt" if bad.reason.endswith("empty response") else bad.reason
+            err = DataError(str(path), line, bad.field, reason, unit=unit)
+            if not skip_bad:
+                raise err from None
+            out.skipped += 1
+            if len(out.errors) < _MAX_ERRORS:
+                out.errors.append(str(err))
+    if not out.examples:
+        raise DataError(str(path), None, None, f"all {out.skipped} rows are bad; the first: {out.errors[0]}")
+    return out
