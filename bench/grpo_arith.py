@@ -163,10 +163,11 @@ def worker_ours(a: argparse.Namespace) -> dict:
     settings = GRPOSettings(num_generations=a.num_generations, prompts_per_step=a.prompts_per_step,
                             max_new_tokens=a.max_new_tokens, temperature=a.temperature, beta=a.beta,
                             num_iterations=a.num_iterations, mini_batches=a.mini_batches, estimator=a.estimator,
-                            aggregation=a.aggregation, eval_every_s=a.eval_every or 0.0,
+                            aggregation=a.aggregation, eval_every_s=a.eval_every or 0.0, eval_every=a.eval_steps,
                             max_train_s=a.budget or 0.0, clip_range_high=a.clip_high)
     t0 = time.perf_counter()
-    r = train_grpo(model, tok, train, reward, args, settings, evaluate=evaluate if a.eval_every else None)
+    r = train_grpo(model, tok, train, reward, args, settings,
+                   evaluate=evaluate if a.eval_every or a.eval_steps else None)
     call_s = time.perf_counter() - t0
     steps_records = [h for h in r.history if "reward/mean" in h]
     for h in r.history:
@@ -364,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--eval", required=True)
     w.add_argument("--budget-s", dest="budget", type=float, default=None)
     w.add_argument("--max-steps", type=int, default=None)
-    w.add_argument("--eval-every", type=float, default=60.0)
+    w.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between evaluations")
+    w.add_argument("--eval-steps", type=int, default=0, help="also evaluate every N steps")
     w.add_argument("--num-generations", type=int, default=8)
     w.add_argument("--prompts-per-step", type=int, default=4)
     w.add_argument("--lr", type=float, default=1e-4)

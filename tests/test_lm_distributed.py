@@ -145,3 +145,36 @@ def test_cli_dpo_under_accelerate_launch_equals_one_process(runs, tmp_path):
     assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == \
         len((tmp_path / "one" / "metrics.jsonl").read_text().splitlines())
     assert two.stdout.count("model, metrics.jsonl and curves.png in") == 1
+
+
+GRPO_WORKER = HERE / "_lm_grpo_dist_worker.py"
+
+
+def test_grpo_two_processes_equal_one(tmp_path):
+    """GRPO over 2 gloo processes (prompts split, rewards gathered for the advantages, loss normalisers
+    summed, groups without signal skipped unevenly) gives the same updates as one process."""
+    from rlhfkit.language.tiny import TinySpec, build_tiny
+
+    model = build_tiny(["Q: 1+2= A: 3"], tmp_path / "char", TinySpec(vocab_size=262, n_layers=1, d_model=32,
+                                                                    n_heads=2, max_positions=64))
+    env = _env(tmp_path)
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    proc = subprocess.run([sys.executable, str(GRPO_WORKER), "--model", str(model), "--out", str(one)], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port())]
+    proc = subprocess.run([*launch, str(GRPO_WORKER), "--model", str(model), "--out", str(two)], env=env,
+                          capture_output=True, text=True, timeout=180)
+    if proc.returncode and not Path(str(two) + ".started").exists():
+        pytest.skip(f"accelerate could not start 2 gloo processes:\n{proc.stderr[-2000:]}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert (a["num_processes"], b["num_processes"]) == (1, 2)
+    for name in ("grpo", "grpo_mu2_micro", "reinforce_pp_seq"):
+        assert any(0 < f < 1 for f in a[name]["reward/zero_std_fraction"])  # some groups idle, some not
+        for key in ("loss/policy", "train/grad_norm", "reward/mean"):
+            assert b[name][key] == pytest.approx(a[name][key], rel=TOL, abs=TOL), (name, key)
+        assert b[name]["checksum"] == pytest.approx(a[name]["checksum"], rel=1e-6)
+        assert a[name]["train/grad_norm"][0] > 0

@@ -15,10 +15,10 @@ import torch
 
 from rlhfkit.language.data import DataError
 from rlhfkit.language.generation import HFGenerator, Rollout, SamplingParams, left_pad
-from rlhfkit.language.grpo import GRPOSettings, encode_prompt, evaluate_greedy, train_grpo
+from rlhfkit.language.grpo import GRPOSettings, evaluate_greedy, train_grpo
 from rlhfkit.language.logprobs import Encoded, pack, packed_token_logprobs, token_logprobs, unflatten_tokens
 from rlhfkit.language.models import load_causal_lm, load_reward_model, load_tokenizer, save_model
-from rlhfkit.language.prompts import PromptExample, load_prompts
+from rlhfkit.language.prompts import PromptExample, encode_prompt, load_prompts
 from rlhfkit.language.rewards import (
     RewardError,
     RewardFunction,
@@ -360,3 +360,34 @@ def test_evaluate_greedy_and_encode_prompt(char_dir, tok):
     assert set(out) == {"eval/reward", "eval/low_ids", "eval/em"}
     assert out["eval/reward"] == pytest.approx(out["eval/low_ids"] + out["eval/em"])
     assert encode_prompt(tok, "abcdef", 3) == _ids(tok, "def")
+
+
+def test_conversational_prompts_reach_rewards_as_messages(char_dir, tok):
+    seen = []
+
+    def spy(prompts, completions, **kw):
+        seen.append((prompts[0], completions[0]))
+        return [float(len(c[0]["content"])) for c in completions]
+
+    model = load_causal_lm(char_dir)
+    prompts = [PromptExample(({"role": "user", "content": f"say {i}"},), {}) for i in range(4)]
+    args = TrainArgs(lr=1e-3, max_steps=1, max_length=48)
+    train_grpo(model, tok, prompts, [RewardFunction("spy", spy)], args,
+               GRPOSettings(num_generations=2, prompts_per_step=2, max_new_tokens=3))
+    prompt, completion = seen[0]
+    assert prompt[0]["role"] == "user" and completion[0]["role"] == "assistant"
+    ids = encode_prompt(tok, prompt, 48)
+    assert tok.decode(ids).endswith("<|assistant|>\n")  # the chat template's generation prompt
+
+
+def test_lora_policy_uses_its_base_model_as_the_reference(char_dir, tok):
+    from rlhfkit.language.models import apply_lora
+
+    model = apply_lora(load_causal_lm(char_dir), r=4, alpha=8)
+    base = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
+    args = TrainArgs(lr=3e-2, max_steps=3, max_length=32, warmup_ratio=0.0)
+    r = train_grpo(model, tok, _prompts(), [RewardFunction("low_ids", low_ids)], args,
+                   GRPOSettings(num_generations=4, prompts_per_step=4, max_new_tokens=6, beta=0.1))
+    kls = [h["policy/kl"] for h in r.history]
+    assert kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 1e-4  # adapters off = the reference
+    assert all(torch.equal(v, base[k]) for k, v in model.state_dict().items() if k in base)  # only adapters train

@@ -183,15 +183,23 @@ def grpo_cmd(
     ref_model = load_causal_lm(ref) if ref is not None and settings.beta > 0 else None
     if args.lora_r:
         policy = apply_lora(policy, args.lora_r, args.lora_alpha)
-    if _is_main() and not resume:
-        save_args(out, train=args, grpo=settings, model=str(model), data=str(data), rewards=list(reward),
-                  reward_weights=weights, eval_data=str(eval_data) if eval_data else None,
-                  ref=str(ref) if ref else None, prompt_column=prompt_column)
+    created = not out.exists()
+    done = [0]
+
+    def save_settings() -> None:  # after the first step: a run that fails at once leaves no run directory
+        if _is_main() and not resume:
+            save_args(out, train=args, grpo=settings, model=str(model), data=str(data), rewards=list(reward),
+                      reward_weights=weights, eval_data=str(eval_data) if eval_data else None,
+                      ref=str(ref) if ref else None, prompt_column=prompt_column)
+
     with Progress(TextColumn("[bold]GRPO"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("GRPO", total=None, info="")
 
         def update(step: int, total: int, record: dict[str, Any]) -> None:
+            if not done[0]:
+                save_settings()
+            done[0] = step
             info = (f"reward {record.get('reward/mean', float('nan')):.3f}  "
                     f"len {record.get('completions/mean_length', 0):.1f}  "
                     f"no-signal {record.get('reward/zero_std_fraction', 0):.2f}")
@@ -208,8 +216,12 @@ def grpo_cmd(
             result = train_grpo(policy, tok, train.examples, functions, args, settings, ref_model=ref_model,
                                 eval_prompts=held.examples if held else (), out=out, resume=resume,
                                 progress=update, on_completions=show)
-        except RewardError as e:
-            _fail(f"{e} (nothing was trained: the run stopped at the first batch)" if not resume else str(e))
+        except BaseException as e:
+            if created and not done[0] and _is_main():
+                shutil.rmtree(out, ignore_errors=True)  # nothing trained: leave no half-made run behind
+            if isinstance(e, RewardError):
+                _fail(f"{e} (nothing was trained: the run stopped at the first batch)" if not done[0] else str(e))
+            raise
     if not _is_main():
         return
     save_model(result.model, tok, out)

@@ -31,16 +31,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlhfkit.checkpoints import atomic_write, load_optimizer_tensors, optimizer_tensors
+from rlhfkit.checkpoints import load_training_state, save_training_state
 from rlhfkit.language.generation import Generator, HFGenerator, Rollout, SamplingParams
 from rlhfkit.language.logprobs import Encoded, can_pack, packed_token_logprobs, run_packed, unflatten_tokens
-from rlhfkit.language.prompts import PromptExample
+from rlhfkit.language.prompts import PromptExample, encode_prompts
 from rlhfkit.language.rewards import RewardFunction, check_columns, score_completions
 from rlhfkit.language.train import TrainArgs, chunk_budget, lr_schedule, make_accelerator, make_optimizer
 from rlhfkit.metrics import MetricsLog
 from rlhfkit.rl import GROUP_ESTIMATORS, LOSS_AGGREGATIONS, aggregate_loss, group_advantages, grpo_token_loss
 
-__all__ = ["GRPOResult", "GRPOSettings", "encode_prompt", "encode_prompts", "evaluate_greedy", "train_grpo"]
+__all__ = ["GRPOResult", "GRPOSettings", "evaluate_greedy", "train_grpo"]
 
 
 @dataclass(frozen=True)
@@ -156,35 +156,6 @@ class GRPOResult:
     def trained_tokens_per_s(self) -> float:
         """Trained tokens per second of training wall time."""
         return self.trained_tokens / self.wall_s if self.wall_s else 0.0
-
-
-def encode_prompts(tokenizer: Any, prompts: Sequence[Any], max_length: int) -> list[tuple[int, ...]]:
-    """Token ids of prompts: plain text with the tokenizer's special tokens, a conversation through its
-    chat template with the generation prompt; each cut from the left to ``max_length`` tokens.
-
-    Raises:
-        ValueError: for an empty encoding or a conversation with a tokenizer that has no chat template.
-    """
-    plain = [i for i, p in enumerate(prompts) if isinstance(p, str)]
-    chats = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
-    if chats and getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("conversational prompts need a tokenizer with a chat_template")
-    out: list[tuple[int, ...]] = [()] * len(prompts)
-    for idx, texts, special in (
-            (plain, [prompts[i] for i in plain], True),
-            (chats, [tokenizer.apply_chat_template(list(prompts[i]), tokenize=False, add_generation_prompt=True)
-                     for i in chats], False)):
-        if idx:
-            for i, ids in zip(idx, tokenizer(texts, add_special_tokens=special)["input_ids"]):
-                if not ids:
-                    raise ValueError(f"the prompt {prompts[i]!r} encodes to no tokens")
-                out[i] = tuple(ids[-max_length:])
-    return out
-
-
-def encode_prompt(tokenizer: Any, prompt: Any, max_length: int) -> tuple[int, ...]:
-    """:func:`encode_prompts` of one prompt."""
-    return encode_prompts(tokenizer, [prompt], max_length)[0]
 
 
 class _Prompts:
@@ -328,7 +299,7 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
     if resume:
         if run is None or not (run / "checkpoint" / "state.json").is_file():
             raise ValueError(f"cannot resume: no checkpoint in {run}/checkpoint")
-        state = _load_checkpoint(run / "checkpoint", model, opt)
+        state = load_training_state(run / "checkpoint", model, opt)
         step, opt_step, result_wall = state["step"], state["opt_step"], state.get("train_wall_s", 0.0)
         stream = _Prompts(len(prompts), args.seed, state["epoch"], state["position"])
     model, opt = acc.prepare(model, opt)
@@ -372,6 +343,7 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
         cols["completion_ids"] = [list(rollout.completion(j)) for j in range(rollout.n_completions)]
         reward, per_func = score_completions(rewards, [prompts[i].prompt for i in rep], texts, cols)  # (n,), (n, F)
         all_rewards = acc.gather(reward) if world > 1 else reward  # (P·G,): the batch scale needs every group
+        all_per_func = acc.gather(per_func) if world > 1 else per_func  # (P·G, F), for the metrics
         advantages = group_advantages(all_rewards.view(-1, G).double(), s.estimator, scale=s.scale).float()
         advantages = advantages.view(-1)[rank * len(reward):(rank + 1) * len(reward)]  # (n,)
         t2 = time.perf_counter()
@@ -394,44 +366,11 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
         # without a KL term a group whose advantages are all 0 (equal rewards) adds nothing to the loss or its
         # gradient: it stays out of the forward pass, its tokens stay in the normalisers (the same update)
         idle = (advantages.view(-1, G) == 0).all(-1).tolist() if s.beta == 0 else [False] * len(batch)
-        metrics: dict[str, list[float]] = {}
-        n_mb = min(s.mini_batches, len(batch))
-        for _ in range(s.num_iterations):
-            for mb in np.array_split(np.arange(len(batch)), n_mb):
-                seqs = np.concatenate([np.arange(g * G, (g + 1) * G) for g in mb])
-                norm = torch.tensor([float(mask[seqs].sum()), float(len(seqs))])
-                if world > 1:
-                    norm = acc.reduce(norm, reduction="sum")
-                active = [g for g in mb if not idle[g]] or ([mb[0]] if world > 1 else [])  # DDP: every rank runs
-                micro = [active[i:i + micro_groups] for i in range(0, len(active), micro_groups)] if micro_groups \
-                    else [active] if active else []
-                for k, part in enumerate(micro):
-                    idx = torch.from_numpy(np.concatenate([np.arange(g * G, (g + 1) * G) for g in part]))
-                    lp = _completion_logprobs(model, [groups[g] for g in part], pad_id, T, **score)  # (m, T)
-                    loss_t, m = grpo_token_loss(
-                        lp, old[idx] if old is not None else lp.detach(), advantages[idx], mask[idx],
-                        clip_range=s.clip_range, clip_range_high=s.clip_range_high, ratio_level=s.ratio_level,
-                        ref_logprobs=ref[idx] if ref is not None else None, beta=s.beta, kl_estimator=s.kl_estimator)
-                    loss = aggregate_loss(loss_t, mask[idx], s.aggregation, n_tokens=float(norm[0]),
-                                          n_sequences=float(norm[1]), max_completion_length=s.max_new_tokens)
-                    with acc.no_sync(model) if k < len(micro) - 1 else _null():
-                        acc.backward(loss * world)  # DDP averages gradients over processes
-                    for key, v in {"loss/policy": loss.item() * world, **{k2: float(v2) for k2, v2 in m.items()}}.items():
-                        metrics.setdefault(key, []).append(v)
-                    result.trained_tokens += sum(len(e) for g in part for e in groups[g])
-                if not micro:  # an all-idle mini-batch: loss 0, zero gradients, and the optimiser steps as usual
-                    metrics.setdefault("loss/policy", []).append(0.0)
-                    for p in model.parameters():
-                        if p.requires_grad and p.grad is None:
-                            p.grad = torch.zeros_like(p)
-                for group in opt.param_groups:
-                    group["lr"] = args.lr * lr_factor(opt_step)
-                if args.max_grad_norm > 0:
-                    metrics.setdefault("train/grad_norm", []).append(
-                        float(acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)))
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                opt_step += 1
+        metrics, trained = _update(model, opt, acc, groups, mask, advantages, old, ref, idle, s, args,
+                                   lambda k: args.lr * lr_factor(opt_step + k), micro_groups, score, pad_id)
+        opt_step += s.num_iterations * min(s.mini_batches, len(batch))
+        result.trained_tokens += trained
+        step_metrics = _reduce_metrics(metrics, acc)
         t3 = time.perf_counter()
         step += 1
         result.generate_s += t1 - t0
@@ -441,12 +380,12 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
         result.completion_tokens += int(rollout.lengths.sum())
         grouped = all_rewards.view(-1, G)
         record: dict[str, Any] = {
-            "step": step, **_stats("reward", reward),
+            "step": step, **_stats("reward", all_rewards),
             "reward/zero_std_fraction": float((grouped.amax(-1) == grouped.amin(-1)).float().mean()),
-            **{k: v for f, rf in enumerate(rewards) for k, v in _stats(f"reward/{rf.name}", per_func[:, f]).items()},
+            **{k: v for f, rf in enumerate(rewards) for k, v in _stats(f"reward/{rf.name}", all_per_func[:, f]).items()},
             "completions/mean_length": float(rollout.lengths.float().mean()),
             "completions/clipped_ratio": float((~rollout.finished).float().mean()),
-            **{k: float(np.mean(v)) for k, v in metrics.items()},
+            **step_metrics,
             "train/lr": args.lr * lr_factor(max(opt_step - 1, 0)),
             "time/generate_s": t1 - t0, "time/reward_s": t2 - t1, "time/train_s": t3 - t2,
         }
@@ -474,7 +413,7 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
             run_eval()
         if run is not None and acc.is_main_process and ((s.save_every and step % s.save_every == 0) or step == total
                                                         or out_of_time):
-            _save_checkpoint(run / "checkpoint", policy, opt, {"step": step, "opt_step": opt_step,
+            save_training_state(run / "checkpoint", policy, opt, {"step": step, "opt_step": opt_step,
                                                                 "epoch": stream.epoch, "position": stream.position,
                                                                 "train_wall_s": result.wall_s, "settings": asdict(s)})
         if out_of_time:
@@ -489,47 +428,90 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
     return result
 
 
+def _update(model: Any, opt: torch.optim.Optimizer, acc: Any, groups: list[list[Encoded]], mask: Tensor,
+            advantages: Tensor, old: Tensor | None, ref: Tensor | None, idle: list[bool], s: GRPOSettings,
+            args: TrainArgs, lr_at: Callable[[int], float], micro_groups: int, score: dict[str, Any],
+            pad_id: int) -> tuple[dict[str, list[float]], int]:
+    """μ passes over one generation batch, each in ``mini_batches`` optimiser steps of whole groups;
+    returns the metrics of every update and the tokens trained on.
+
+    Mini-batch ``j`` holds the groups whose index in the whole batch (over all processes) is ``j``
+    modulo ``mini_batches``, so that the updates do not depend on the number of processes.
+    """
+    G, world, T = s.num_generations, acc.num_processes, mask.shape[1]
+    first = acc.process_index * len(groups)  # the batch index of this process's first group
+    n_mb = min(s.mini_batches, len(groups) * world)
+    metrics: dict[str, list[float]] = {}
+    trained, k_step = 0, 0
+    for _ in range(s.num_iterations):
+        for j in range(n_mb):
+            mb = [g for g in range(len(groups)) if (first + g) % n_mb == j]
+            seqs = [i for g in mb for i in range(g * G, (g + 1) * G)]
+            norm = torch.tensor([float(mask[seqs].sum()), float(len(seqs))])  # the mini-batch's tokens, sequences
+            if world > 1:
+                norm = acc.reduce(norm, reduction="sum")
+            active = [g for g in mb if not idle[g]]
+            micro = [active[i:i + micro_groups] for i in range(0, len(active), micro_groups)] if micro_groups \
+                else [active] if active else []
+            dummy = world > 1 and not micro  # DDP: every process runs a backward; this one adds 0
+            if dummy:
+                micro = [[0]]
+            step_loss = 0.0
+            for k, part in enumerate(micro):
+                idx = torch.from_numpy(np.concatenate([np.arange(g * G, (g + 1) * G) for g in part]))
+                lp = _completion_logprobs(model, [groups[g] for g in part], pad_id, T, **score)  # (m, T)
+                loss_t, m = grpo_token_loss(
+                    lp, old[idx] if old is not None else lp.detach(), advantages[idx], mask[idx],
+                    clip_range=s.clip_range, clip_range_high=s.clip_range_high, ratio_level=s.ratio_level,
+                    ref_logprobs=ref[idx] if ref is not None else None, beta=s.beta, kl_estimator=s.kl_estimator)
+                loss = aggregate_loss(loss_t, mask[idx], s.aggregation, n_tokens=float(norm[0]),
+                                      n_sequences=float(norm[1]), max_completion_length=s.max_new_tokens)
+                with acc.no_sync(model) if k < len(micro) - 1 else _null():
+                    acc.backward(loss * (0.0 if dummy else world))  # DDP averages gradients over processes
+                if dummy:
+                    break
+                step_loss += loss.item()  # this process's share of the mini-batch loss
+                for key, v in m.items():
+                    metrics.setdefault(key, []).append(float(v))
+                trained += sum(len(e) for g in part for e in groups[g])
+            metrics.setdefault("loss/policy", []).append(step_loss)
+            if not micro:  # an all-idle mini-batch: loss 0, zero gradients, and the optimiser steps as usual
+                for p in model.parameters():
+                    if p.requires_grad and p.grad is None:
+                        p.grad = torch.zeros_like(p)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(k_step)
+            if args.max_grad_norm > 0:
+                metrics.setdefault("train/grad_norm", []).append(
+                    float(acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            k_step += 1
+    return metrics, trained
+
+
+_STEP_METRICS = ("loss/policy", "train/grad_norm", "policy/clip_fraction", "policy/approx_kl",
+                 "policy/clip_low_fraction", "policy/clip_high_fraction", "policy/kl")
+
+
+def _reduce_metrics(metrics: dict[str, list[float]], acc: Any) -> dict[str, float]:
+    """A step's metrics: the mean over its updates (and micro-batches); over processes the loss adds up
+    (each process holds its share of it), the other metrics are averaged over what each process ran."""
+    sums = torch.tensor([[sum(metrics.get(k, [])), len(metrics.get(k, []))] for k in _STEP_METRICS],
+                        dtype=torch.float64)  # (K, 2): the same keys on every process
+    if acc.num_processes > 1:
+        sums = acc.reduce(sums, reduction="sum")
+    out = {}
+    for i, k in enumerate(_STEP_METRICS):
+        total, n = float(sums[i, 0]), float(sums[i, 1])
+        if n:
+            out[k] = total / (n / acc.num_processes) if k == "loss/policy" else total / n
+    return out
+
+
 class _null:
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, *exc: Any) -> None:
         return None
-
-
-def _save_checkpoint(path: Path, model: Any, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Weights (safetensors), optimiser state (safetensors + JSON) and the loop state, each written atomically."""
-    from safetensors.torch import save_file
-
-    path.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path / "model.safetensors", lambda p: save_file(_untie(weights), str(p)))
-    tensors, meta = optimizer_tensors(opt, "opt")
-    atomic_write(path / "optimizer.safetensors", lambda p: save_file(tensors, str(p)))
-    atomic_write(path / "state.json", lambda p: p.write_text(json.dumps({**state, "optimizer": meta}, indent=1)))
-
-
-def _untie(weights: dict[str, Tensor]) -> dict[str, Tensor]:
-    """safetensors refuses tensors that share memory (tied embeddings): save one copy of each."""
-    seen: dict[int, str] = {}
-    out = {}
-    for k, v in weights.items():
-        if v.data_ptr() in seen:
-            continue
-        seen[v.data_ptr()] = k
-        out[k] = v
-    return out
-
-
-def _load_checkpoint(path: Path, model: Any, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    saved = load_file(str(path / "model.safetensors"))
-    expected = _untie(dict(model.state_dict()))
-    if set(saved) != set(expected):
-        raise ValueError(f"{path}/model.safetensors does not fit the model: missing "
-                         f"{sorted(set(expected) - set(saved))[:5]}, unexpected {sorted(set(saved) - set(expected))[:5]}")
-    model.load_state_dict(saved, strict=False)  # strict would ask for the tied copies too
-    state = json.loads((path / "state.json").read_text())
-    load_optimizer_tensors(opt, "opt", load_file(str(path / "optimizer.safetensors")), state["optimizer"])
-    return state

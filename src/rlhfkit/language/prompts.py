@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from rlhfkit.language.data import _MAX_ERRORS, DataError, Text, _Bad, _read, _text
 
-__all__ = ["PromptData", "PromptExample", "load_prompts"]
+__all__ = ["PromptData", "PromptExample", "encode_prompt", "encode_prompts", "load_prompts"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,32 @@ def load_prompts(path: str | os.PathLike, *, prompt_column: str = "prompt", skip
     if not out.examples:
         raise DataError(str(path), None, None, f"all {out.skipped} rows are bad; the first: {out.errors[0]}")
     return out
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[Any], max_length: int) -> list[tuple[int, ...]]:
+    """Token ids of prompts: plain text with the tokenizer's special tokens, a conversation through its
+    chat template with the generation prompt; each cut from the left to ``max_length`` tokens.
+
+    Raises:
+        ValueError: for an empty encoding or a conversation with a tokenizer that has no chat template.
+    """
+    plain = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+    chats = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if chats and getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("conversational prompts need a tokenizer with a chat_template")
+    out: list[tuple[int, ...]] = [()] * len(prompts)
+    for idx, texts, special in (
+            (plain, [prompts[i] for i in plain], True),
+            (chats, [tokenizer.apply_chat_template(list(prompts[i]), tokenize=False, add_generation_prompt=True)
+                     for i in chats], False)):
+        if idx:
+            for i, ids in zip(idx, tokenizer(texts, add_special_tokens=special)["input_ids"]):
+                if not ids:
+                    raise ValueError(f"the prompt {prompts[i]!r} encodes to no tokens")
+                out[i] = tuple(ids[-max_length:])
+    return out
+
+
+def encode_prompt(tokenizer: Any, prompt: Any, max_length: int) -> tuple[int, ...]:
+    """:func:`encode_prompts` of one prompt."""
+    return encode_prompts(tokenizer, [prompt], max_length)[0]
