@@ -363,8 +363,17 @@ class Store:
             return [conn.execute(S.queries.insert().values(**row)).inserted_primary_key[0] for row in rows]
 
         ids = self._write(fn) if rows else []
+        if not self.is_sqlite and len(ids) >= 50:
+            self._analyze()
         self.version += 1
         return ids
+
+    def _analyze(self) -> None:
+        """PostgreSQL: refresh the planner's statistics after a large post. A fresh table looks
+        empty to the planner until autovacuum analyses it (a minute or more later), and the
+        progress counts then run as nested loops over every open query (7 ms instead of 0.3)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE queries, labels, shows"))
 
     def add_query(self, kind: str, items: Sequence[dict[str, Any]], **kw: Any) -> int:
         """Post one query (see :meth:`add_queries`; ``batch`` and ``status`` go to it too)."""

@@ -217,15 +217,28 @@ SQL_QUERY = select(queries).where(queries.c.id == _b("qid"))
 SQL_LOCK_QUERY = SQL_QUERY.with_for_update(key_share=True)
 SQL_LOCK_QUERY_NOWAIT = SQL_QUERY.with_for_update(key_share=True, nowait=True)
 SQL_SHOW = select(shows).where(shows.c.id == _b("sid"))
+_PREV = labels.alias("prev")
+SQL_SHOW_AND_PREV = (select(shows, _PREV.c.id.label("prev_id"), _PREV.c.outcome.label("prev_outcome"),
+                            _PREV.c.ranking.label("prev_ranking"))
+                     .outerjoin(_PREV, sa.and_(_PREV.c.query_id == _b("qid"), _PREV.c.labeller_id == _b("lab"),
+                                               _PREV.c.retracted_at.is_(None)))
+                     .where(shows.c.id == _b("sid")))
+"""A showing, and the labeller's active label of the query answered (``prev_*``, NULL if none)."""
 SQL_RENEW_SHOW = (shows.update()
                   .where(shows.c.id == _b("sid"), shows.c.answered_at.is_(None), shows.c.shown_at > _b("cutoff"))
                   .values(shown_at=_b("now")))
 SQL_TOUCH_QUERY = queries.update().where(queries.c.id == _b("qid")).values(shown_at=_b("now"))
 SQL_ANSWER_SHOW = shows.update().where(shows.c.id == _b("sid")).values(answered_at=_b("now"))
-SQL_COUNT_LABELS = select(func.count()).select_from(labels).where(labels.c.query_id == _b("qid"), ACTIVE)
-SQL_SET_COUNT = (queries.update().where(queries.c.id == _b("qid"))
-                 .values(n_labels=_b("n"), status=_b("st")))
-SQL_ACTIVE_LABEL = select(labels).where(labels.c.query_id == _b("qid"), labels.c.labeller_id == _b("lab"), ACTIVE)
+_REAL_COUNT = (select(func.count()).select_from(labels).where(labels.c.query_id == queries.c.id, ACTIVE)
+               .scalar_subquery())
+SQL_RECOUNT = (queries.update().where(queries.c.id == _b("qid"))
+               .values(n_labels=_REAL_COUNT,
+                       status=sa.case((sa.and_(queries.c.status == "open", _REAL_COUNT >= queries.c.labels_needed), "done"),
+                                      (sa.and_(queries.c.status == "done", _b("opening"),
+                                               _REAL_COUNT < queries.c.labels_needed), "open"),
+                                      else_=queries.c.status)))
+"""Set a query's ``n_labels`` to its real count of active labels, and its status to match:
+``open`` → ``done`` once enough; ``done`` → ``open`` again when ``opening`` (an undo)."""
 SQL_LAST_LABEL = (select(labels).where(labels.c.labeller_id == _b("lab"), ACTIVE)
                   .order_by(labels.c.answered_at.desc(), labels.c.id.desc()).limit(1))
 SQL_HAS_WAITING = select(queries.c.id).where(NEEDS, ~ANSWERED_BY_ME).limit(1)

@@ -135,19 +135,19 @@ def answer(conn: Connection, ctx: Ctx, labeller_id: int, query_id: int, show_id:
     q = conn.execute(S.SQL_LOCK_QUERY if ctx.row_locks else S.SQL_QUERY, {"qid": query_id}).first()
     if q is None:
         raise NotFoundError(f"unknown query id {query_id}")
-    s = conn.execute(S.SQL_SHOW, {"sid": show_id}).first()
+    s = conn.execute(S.SQL_SHOW_AND_PREV, {"sid": show_id, "qid": query_id, "lab": labeller_id}).first()
     if s is None:
         raise NotFoundError(f"unknown show id {show_id}")
     if s.query_id != query_id or s.labeller_id != labeller_id:
         raise InvalidInputError(f"show {show_id} is not a showing of query {query_id} to this labeller")
     order = list(s.shown_order)
     canon_outcome, canon_ranking = canonical_answer(q.kind, len(q.items), order, outcome, ranking)
-    prev = conn.execute(S.SQL_ACTIVE_LABEL, {"qid": query_id, "lab": labeller_id}).first()
-    if prev is not None:
-        if prev.outcome == canon_outcome and (prev.ranking or None) == canon_ranking:  # a retried POST
+    if s.prev_id is not None:
+        if s.prev_outcome == canon_outcome and (s.prev_ranking or None) == canon_ranking:  # a retried POST
+            prev = conn.execute(S.labels.select().where(S.labels.c.id == s.prev_id)).one()
             nxt = claim(conn, ctx, labeller_id, now, holding_lock=True) if want_next else None
             return LabelResult(label_from_row(prev, name), True, nxt)
-        raise ConflictError(f"you already answered query {query_id} ({prev.outcome}); undo it first (key u)")
+        raise ConflictError(f"you already answered query {query_id} ({s.prev_outcome}); undo it first (key u)")
     values = {"query_id": query_id, "labeller_id": labeller_id, "show_id": show_id, "outcome": canon_outcome,
               "ranking": canon_ranking, "shown_order": order, "shown_at": s.shown_at, "answered_at": now,
               "reason": reason, "retracted_at": None}
@@ -164,17 +164,10 @@ def answer(conn: Connection, ctx: Ctx, labeller_id: int, query_id: int, show_id:
     return LabelResult(lab, False, nxt)
 
 
-def _recount(conn: Connection, q: Any, *, opening: bool) -> int:
+def _recount(conn: Connection, q: Any, *, opening: bool) -> None:
     """Set a (locked) query's ``n_labels`` to its real count of active labels and its status to
     match: ``open`` → ``done`` once enough; ``done`` → ``open`` again when ``opening`` (an undo)."""
-    n = int(conn.execute(S.SQL_COUNT_LABELS, {"qid": q.id}).scalar())
-    status = q.status
-    if status == "open" and n >= q.labels_needed:
-        status = "done"
-    elif status == "done" and opening and n < q.labels_needed:
-        status = "open"
-    conn.execute(S.SQL_SET_COUNT, {"qid": q.id, "n": n, "st": status})
-    return n
+    conn.execute(S.SQL_RECOUNT, {"qid": q.id, "opening": opening})
 
 
 def undo(conn: Connection, ctx: Ctx, labeller_id: int) -> tuple[Label, Shown]:
