@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from malformed import malformed_requests
 from rlhfkit.app import create_app, start_human_teacher, start_server
-from rlhfkit.app.server import free_port, spawn_server
+from rlhfkit.app.server import free_port
 from rlhfkit.cli import app as cli_app
 from rlhfkit.feedback.store import QuerySpec, Store
 from rlhfkit.feedback.store import schema as S

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import event, func, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
-from rlhfkit.feedback.store import schema as S
 from rlhfkit.feedback.store import labellers as L
+from rlhfkit.feedback.store import schema as S
 from rlhfkit.feedback.store import serving, trl
+from rlhfkit.feedback.store.engine import make_engine, store_url
 from rlhfkit.feedback.store.types import (
     LEASE_S,
     MAX_REASON,
@@ -49,23 +50,6 @@ __all__ = ["Store", "store_url"]
 
 T = TypeVar("T")
 _ADVISORY_SCHEMA_LOCK = 7253000  # PostgreSQL: two processes opening a new store create it once
-
-
-def store_url(location: str | Path) -> str:
-    """A database URL from a URL or a filesystem path (a path means an SQLite file).
-
-    ``postgresql://…`` (no driver named) means ``postgresql+psycopg://…``.
-
-    >>> store_url("runs/p0/labels.sqlite")  # doctest: +SKIP
-    'sqlite:////abs/runs/p0/labels.sqlite'
-    """
-    text = str(location)
-    if "://" in text:
-        for bare in ("postgresql://", "postgres://"):
-            if text.startswith(bare):
-                return "postgresql+psycopg://" + text[len(bare):]
-        return text
-    return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
 class Store:
@@ -114,17 +98,7 @@ class Store:
         self.lease_s = float(lease_s)
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._rng_lock = threading.Lock()
-        try:
-            # SQLite connections are cheap to keep and costly to open (the PRAGMAs): keep one per
-            # server thread rather than closing overflow connections after each request
-            self.engine = sa.create_engine(url, pool_size=48 if self.is_sqlite else writer_threads + 4,
-                                           max_overflow=16 if self.is_sqlite else 8,
-                                           pool_pre_ping=not self.is_sqlite)
-        except ModuleNotFoundError as e:
-            raise StoreError(f"a PostgreSQL store needs the psycopg driver ({e.name} is missing): "
-                             "pip install 'rlhfkit[postgres]'") from None
-        if self.is_sqlite:
-            self._sqlite_events(self.engine)
+        self.engine = make_engine(url, writer_threads)
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(rlhf_begin="IMMEDIATE")
@@ -141,23 +115,6 @@ class Store:
         self._ctx = serving.Ctx(self.lease_s, not self.is_sqlite, self._shuffled, self._name)
         self.version = 0
         """Bumped when this process posts, reopens or cancels queries (long polls watch it)."""
-
-    @staticmethod
-    def _sqlite_events(engine: Engine) -> None:
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _on_begin)
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA busy_timeout = 30000")
-            cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = FULL")
-            cur.execute("PRAGMA foreign_keys = ON")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            mode = conn.get_execution_options().get("rlhf_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
 
     # -- plumbing -----------------------------------------------------------------------------
 
