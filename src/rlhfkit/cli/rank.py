@@ -164,8 +164,11 @@ def fit(
     }, indent=2))
     written = ["ratings.csv", "ratings.json", "config.json"]
     if plots:
-        plot_strengths(ratings, out / "strengths.png", top=max(top, 1) if top > 0 else len(ratings.names))
-        plot_head_to_head(ratings, out / "head_to_head.png", top=heatmap_top)
+        model = ("Plackett-Luce" if ranking is not None else "Davidson" if ratings.nu else "Bradley-Terry")
+        what = f"{data.name}: {model}, {n_data} {kind}, {len(ratings.names)} items"
+        plot_strengths(ratings, out / "strengths.png", top=max(top, 1) if top > 0 else len(ratings.names),
+                       title=f"{what}\nstrengths (log-odds)")
+        plot_head_to_head(ratings, out / "head_to_head.png", top=heatmap_top, title=f"{what}\nP[row beats column]")
         written += ["strengths.png", "head_to_head.png"]
     console.print(f"wrote {', '.join(written)} to {out}", markup=False, highlight=False)
 

@@ -109,7 +109,8 @@ class Store:
         except BaseException:
             self.engine.dispose()
             raise
-        self._writer = GroupWriter(self.engine) if self.is_sqlite else PoolWriter(self.engine, writer_threads)
+        self._writer = (GroupWriter(self.engine, lock_path=f"{url.database}-writer.lock") if self.is_sqlite
+                        else PoolWriter(self.engine, writer_threads))
         self._tokens = L.TokenCache(self._read)
         self._names: dict[int, str] = {}  # labeller id → name (names never change)
         self._ctx = serving.Ctx(self.lease_s, not self.is_sqlite, self._shuffled, self._name)

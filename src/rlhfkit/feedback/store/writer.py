@@ -18,6 +18,7 @@ database.
 
 from __future__ import annotations
 
+import os
 import queue
 import random
 import threading
@@ -93,10 +94,20 @@ class GroupWriter(_Base):
     Each write runs in a savepoint, so its error rolls back only its own changes; results (and
     errors) are delivered only after the COMMIT returned, i.e. after the data is on disk. If the
     COMMIT itself fails, every write of the batch gets the error (none of them is stored).
+
+    Args:
+        engine: the SQLite engine.
+        max_batch: most writes per transaction.
+        lock_path: a file whose ``flock`` the writers of every process take around their
+            transaction. SQLite's own lock stays what keeps the data right; this one only queues
+            the processes: a waiting writer wakes the moment the lock is free, where SQLite's
+            busy handler polls with sleeps of up to 100 ms (several server processes on one
+            store). None, or a system without ``flock``: SQLite's lock alone.
     """
 
-    def __init__(self, engine: Engine, max_batch: int = 64) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 64, lock_path: str | None = None) -> None:
         self._max_batch = max_batch
+        self._lock_fd = _open_lock(lock_path)
         super().__init__(engine, 1, "rlhfkit-store-writer")
 
     def _run(self) -> None:
@@ -118,6 +129,25 @@ class GroupWriter(_Base):
             self._execute(batch)
 
     def _execute(self, batch: list) -> None:
+        if self._lock_fd is None:
+            self._transaction(batch)
+            return
+        import fcntl
+
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._transaction(batch)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Finish the queued writes, stop the thread and close the lock file."""
+        super().close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _transaction(self, batch: list) -> None:
         done: list[tuple[Future, Any, BaseException | None]] = []
         try:
             with self._engine.connect() as conn:
@@ -143,6 +173,18 @@ class GroupWriter(_Base):
                 fut.set_exception(err)
             else:
                 fut.set_result(result)
+
+
+def _open_lock(path: str | None) -> int | None:
+    """A descriptor of ``path`` to ``flock``, or None where that is not possible."""
+    if path is None:
+        return None
+    try:
+        import fcntl  # noqa: F401 - POSIX only
+
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except (ImportError, OSError):
+        return None
 
 
 class PoolWriter(_Base):
