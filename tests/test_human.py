@@ -230,3 +230,23 @@ def test_human_teacher_timeout(store: Store) -> None:
     out = teacher.label(pairs)
     t.join()
     assert out == [Outcome.LEFT, Outcome.SKIP]  # the first (highest priority) was answered
+
+
+def test_human_teacher_tells_the_page_what_the_run_is_doing(store: Store) -> None:
+    teacher = HumanTeacher(store, render=False, grace_s=0.0, poll_s=0.02, show_progress=False, label_budget=10)
+    assert teacher.status() == {"state": "starting", "labelled": 0, "budget": 10}
+    states: list[str] = []
+    teacher.on_progress = lambda info: states.append(teacher.status()["state"])
+    stop = threading.Event()
+    t = scripted_labeller(store, "ann", stop)
+    try:
+        teacher.label(pairs_with_known_order(3))
+    finally:
+        stop.set()
+        t.join()
+    assert states and set(states) == {"labelling"}
+    assert teacher.status() == {"state": "training", "labelled": 3, "budget": 10}
+    resumed = HumanTeacher(store, render=False, show_progress=False, label_budget=10)  # a resumed run
+    assert resumed.status()["labelled"] == 3
+    teacher.close()
+    assert teacher.status()["state"] == "finished"
