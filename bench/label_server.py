@@ -135,7 +135,10 @@ class Client:
             self.conn.close()
             self.conn = None
 
-    def run(self, n: int, warmup: int, think_s: float, deadline: float, barrier: threading.Barrier | None) -> None:
+    def run(self, n: int, warmup: int, think_s: float, deadline: float, barrier: threading.Barrier | None,
+            combined: bool = False) -> None:
+        """Label ``warmup + n`` queries, timing the last ``n``: ``POST /api/next`` then ``POST /api/label``
+        (``combined``: the answer asks for the next query, as the page does: one request per label)."""
         try:
             if barrier is not None:
                 barrier.wait()
@@ -151,12 +154,12 @@ class Client:
                 if think_s:
                     time.sleep(self.rng.exponential(think_s))
                 t1 = time.perf_counter()
-                body = self.post("/api/label", {"query_id": q["query_id"], "show_id": q["show_id"], "next": True,
+                body = self.post("/api/label", {"query_id": q["query_id"], "show_id": q["show_id"], "next": combined,
                                                 "outcome": ("LEFT", "RIGHT", "TIE")[k % 3]}, deadline)
                 if k >= warmup:
-                    self.lat["label"].append(time.perf_counter() - t1)  # answer + the next claim, one request
+                    self.lat["label"].append(time.perf_counter() - t1)
                 self.acked.append(body["label_id"])
-                q, k = body["query"], k + 1
+                q, k = body.get("query"), k + 1
         except Exception as e:  # noqa: BLE001 - reported
             self.errors.append(f"{type(e).__name__}: {e}")
         finally:
@@ -207,7 +210,7 @@ def stop_servers(procs: list) -> None:
 
 
 def scenario(locs: Locations, processes: int, clients: int, labels: int, warmup: int, think_s: float,
-             labels_needed: int) -> tuple[dict[str, np.ndarray], dict[str, int], float]:
+             labels_needed: int, combined: bool) -> tuple[dict[str, np.ndarray], dict[str, int], float]:
     """Latencies (ms) per request kind, the audit, and labels/s."""
     location = locs.new()
     total = clients * (labels + warmup)
@@ -216,7 +219,8 @@ def scenario(locs: Locations, processes: int, clients: int, labels: int, warmup:
     cs = [Client(ports[i % processes], tok, i) for i, tok in enumerate(tokens)]
     barrier = threading.Barrier(clients)
     deadline = time.monotonic() + 1800
-    threads = [threading.Thread(target=c.run, args=(labels, warmup, think_s, deadline, barrier)) for c in cs]
+    threads = [threading.Thread(target=c.run, args=(labels, warmup, think_s, deadline, barrier, combined))
+               for c in cs]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -239,7 +243,7 @@ def sigkill(locs: Locations, kills: int, processes: int, labels_needed: int) -> 
     ports, procs = start_servers(location, processes)
     cs = [Client(ports[i % processes], tok, i) for i, tok in enumerate(tokens)]
     deadline = time.monotonic() + 1800
-    threads = [threading.Thread(target=c.run, args=(400, 0, 0.0, deadline, None)) for c in cs]
+    threads = [threading.Thread(target=c.run, args=(400, 0, 0.0, deadline, None, True)) for c in cs]
     for t in threads:
         t.start()
     rng, done = random.Random(0), 0
@@ -321,6 +325,8 @@ def main() -> None:
     ap.add_argument("--paced-labels", type=int, default=0, help="timed labels per client with think time")
     ap.add_argument("--think-s", type=float, default=0.5, help="mean think time of the paced run (a person: 3-5 s)")
     ap.add_argument("--warmup", type=int, default=10, help="labels per client not timed")
+    ap.add_argument("--combined", action="store_true", help="answer and claim the next query in one request "
+                                                            "(as the page does) instead of two")
     ap.add_argument("--sigkill", type=int, default=0, help="durability run: this many SIGKILLs (8 clients)")
     ap.add_argument("--malformed", action="store_true", help="only the malformed-request check")
     args = ap.parse_args()
@@ -348,8 +354,9 @@ def main() -> None:
             if args.paced_labels > 0:
                 runs.append((f"think ~{args.think_s:g} s ({args.paced_labels}/client)", args.paced_labels, args.think_s))
             for title, labels, think in runs:
-                lat, aud, rate = scenario(locs, p, args.clients, labels, args.warmup, think, args.labels_needed)
-                for name, key in (("next query", "next"), ("label + next", "label")):
+                lat, aud, rate = scenario(locs, p, args.clients, labels, args.warmup, think, args.labels_needed,
+                                          args.combined)
+                for name, key in (("next query", "next"), ("label + next" if args.combined else "submit label", "label")):
                     x = lat[key]
                     if len(x) == 0:
                         continue
