@@ -239,16 +239,16 @@ def scenario(locs: Locations, processes: int, clients: int, labels: int, warmup:
 def sigkill(locs: Locations, kills: int, processes: int, labels_needed: int) -> dict[str, int]:
     """8 clients, ``kills`` SIGKILLs of a random server process; returns the audit."""
     location = locs.new()
-    tokens = prepare(location, 8, 8 * 400 // labels_needed + 200, labels_needed)
+    tokens = prepare(location, 8, 8 * 600 // labels_needed + 200, labels_needed)
     ports, procs = start_servers(location, processes)
     cs = [Client(ports[i % processes], tok, i) for i, tok in enumerate(tokens)]
     deadline = time.monotonic() + 1800
-    threads = [threading.Thread(target=c.run, args=(400, 0, 0.0, deadline, None, True)) for c in cs]
+    threads = [threading.Thread(target=c.run, args=(600, 0, 0.0, deadline, None, True)) for c in cs]
     for t in threads:
         t.start()
     rng, done = random.Random(0), 0
     while done < kills and any(t.is_alive() for t in threads):
-        time.sleep(rng.uniform(0.5, 1.5))
+        time.sleep(rng.uniform(0.3, 1.0))
         i = rng.randrange(processes)
         os.kill(procs[i].pid, signal.SIGKILL)  # while its clients' requests are in flight
         procs[i].wait(10)
