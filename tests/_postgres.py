@@ -17,9 +17,11 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 __all__ = ["PostgresServer", "find_bindir"]
@@ -108,10 +110,49 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def new_schema(self) -> str:
+        """Create an empty schema in the ``postgres`` database and return a URL whose connections
+        use it (``search_path``): a fresh store for a test at a fraction of a database's cost
+        (``CREATE DATABASE`` copies ~7 MB and takes ~0.5 s; a schema is a catalog row)."""
+        import psycopg
+
+        name = f"s{os.getpid()}_{next(self._counter)}"
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="rlhf", password=self.password,
+                             dbname="postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.url('postgres')}?options=-csearch_path%3D{name}"
+
     def stop(self) -> None:
-        """Stop the server at once and delete the cluster."""
+        """Kill the server and delete the cluster (its data is thrown away, so no clean shutdown:
+        an immediate one waits 5 s for backends of clients that the tests SIGKILLed)."""
+        pid_file = self.data / "postmaster.pid"
         try:
-            self._run(["pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"])
-        except RuntimeError:
-            pass
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = None
+        if pid is not None:
+            children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == pid]
+            for p in [pid, *children]:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            for _ in range(100):  # gone, or a zombie its (adoptive) parent has yet to reap
+                if _state(pid) in (None, "Z"):
+                    break
+                time.sleep(0.05)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None

@@ -133,7 +133,7 @@ def test_several_stores_on_one_database_serve_each_query_exactly(store_location:
 
 def test_postgresql_deadlocks_are_retried(pg_server) -> None:
     """Two writes that lock two query rows in opposite orders: PostgreSQL aborts one, the writer runs it again."""
-    store = Store(pg_server.new_database())
+    store = Store(pg_server.new_schema())
     try:
         a, b = store.add_queries(text_pairs(2))
         step = threading.Barrier(2)
@@ -161,9 +161,7 @@ def test_postgresql_deadlocks_are_retried(pg_server) -> None:
 
 
 def test_postgresql_gives_up_with_busy_after_its_tries(pg_server) -> None:
-    store = Store(pg_server.new_database())
-    store.close()
-    engine = sa.create_engine(pg_server.url(store.engine.url.database))
+    engine = sa.create_engine(pg_server.url())
     writer = PoolWriter(engine, n_threads=1, attempts=3)
 
     class Deadlock(Exception):
