@@ -78,7 +78,9 @@ def test_one_failing_write_in_a_group_commit_fails_alone(store: Store) -> None:
 
 
 def run_labellers(stores: list[Store], n_labellers: int, undo_every: int, seconds: float) -> list[str]:
-    """Labellers spread over ``stores`` answer (and sometimes undo) until nothing waits; return errors."""
+    """Labellers spread over ``stores`` answer (and sometimes undo) until nothing waits for them (as the
+    page does, they ask again while :meth:`Store.has_waiting` says a query needs them: on PostgreSQL a
+    claim skips a query another transaction holds locked that instant); return errors."""
     errors: list[str] = []
     ids = [stores[0].labeller_for_token(stores[0].add_labeller(f"lab{i}")).id for i in range(n_labellers)]
 
@@ -86,15 +88,18 @@ def run_labellers(stores: list[Store], n_labellers: int, undo_every: int, second
         store, rng = stores[i % len(stores)], random.Random(i)
         deadline = time.monotonic() + seconds
         try:
-            shown = store.next_query(ids[i])
-            while shown is not None and time.monotonic() < deadline:
+            shown = None
+            while time.monotonic() < deadline:
+                while shown is None and store.has_waiting(ids[i]):  # as the page's long poll: a query
+                    shown = store.next_query(ids[i])  # locked by another claim this instant is skipped
+                    time.sleep(0.01 if shown is None else 0)
+                if shown is None:
+                    break
                 res = store.submit_label(ids[i], shown.query.id, shown.show_id, rng.choice(["LEFT", "RIGHT", "TIE"]),
                                          want_next=True)
                 shown = res.next
                 if undo_every and rng.random() < 1 / undo_every:
                     _, shown = store.undo_last(ids[i])
-                if shown is None:
-                    shown = store.next_query(ids[i])
         except Exception as e:  # noqa: BLE001 - reported
             errors.append(f"labeller {i}: {type(e).__name__}: {e}")
 
