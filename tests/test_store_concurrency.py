@@ -39,8 +39,9 @@ def test_one_failing_write_in_a_group_commit_fails_alone(store: Store) -> None:
     store.add_queries(text_pairs(n))
     who = [store.labeller_for_token(store.add_labeller(f"l{i}")).id for i in range(n)]
     shown = [store.next_query(lab) for lab in who]  # each labeller holds a different query
-    gate = threading.Event()
-    blocker = store._writer.submit(lambda conn: gate.wait(10))  # hold the writer: the answers queue up
+    entered, gate = threading.Event(), threading.Event()
+    blocker = store._writer.submit(lambda conn: entered.set() or gate.wait(10))  # hold the writer:
+    assert entered.wait(10)  # it is inside its transaction (done gathering a batch); the answers queue up
     outcomes: dict[int, object] = {}
 
     def answer(i: int) -> None:
