@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean bench browser
+.PHONY: demo test install clean bench browser postgres
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -19,13 +19,20 @@ $(STAMP): pyproject.toml
 browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
-install: $(STAMP) browser
+# Debian's PostgreSQL server binaries: the store tests start their own throwaway server with them
+# (tests/_postgres.py: a temporary cluster on a free loopback port, run as an unprivileged user).
+# Idempotent: skipped when a server is installed. The package's own cluster is not needed.
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+install: $(STAMP) browser postgres
 
 demo: $(STAMP)
 	$(BIN)/rlhf control demo --out runs/demo
 
-test: $(STAMP) browser
-	$(BIN)/python -m pytest
+test: $(STAMP) browser postgres
+	RLHF_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/control.py

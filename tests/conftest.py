@@ -33,3 +33,32 @@ def random_policy_returns(env_id: str, episodes: int, seed: int) -> list[float]:
         returns.append(total)
     env.close()
     return returns
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One temporary PostgreSQL server for the session (see tests/_postgres.py); skipped when the
+    binaries are missing, unless RLHF_REQUIRE_POSTGRES=1 (``make test``)."""
+    import os
+
+    from _postgres import PostgresServer, find_bindir
+
+    if find_bindir() is None:
+        if os.environ.get("RLHF_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is required (RLHF_REQUIRE_POSTGRES=1) but its binaries are missing: "
+                        "`make postgres` (apt-get install postgresql)")
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql, or `make postgres`)")
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path):
+    """Where a fresh, empty store lives: an SQLite file, or a new database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "labels.sqlite")
+    return request.getfixturevalue("pg_server").new_database()

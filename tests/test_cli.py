@@ -51,3 +51,65 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path):
         assert not (out / "metrics.jsonl").exists()
     result = runner.invoke(app, ["control", "eval", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "is not a run directory" in " ".join(result.output.split())
+
+
+def test_a_finished_run_is_not_overwritten_unless_asked(tmp_path):
+    run = tmp_path / "run"
+    args = ["control", "train", "--env", "rlhfkit/CartPoleCos-v0", "--steps", "256", "--labels", "8",
+            "--fragment-length", "10", "--out", str(run), *SMALL]
+    _ok(args)
+    metrics = (run / "metrics.jsonl").read_text()
+    summary = (run / "summary.json").read_text()
+    result = runner.invoke(app, args)  # the same command again
+    out = " ".join(result.output.split())
+    assert result.exit_code == 2 and "holds a finished run" in out and "--resume" in out and "--overwrite" in out
+    assert (run / "metrics.jsonl").read_text() == metrics and (run / "summary.json").read_text() == summary
+    result = runner.invoke(app, ["control", "baseline", "--env", "rlhfkit/CartPoleCos-v0", "--out", str(run)])
+    assert result.exit_code == 2 and "holds a finished run" in " ".join(result.output.split())
+    out = _ok([*args, "--overwrite"])
+    assert "overwriting the previous run" in out and len((run / "metrics.jsonl").read_text().splitlines()) >= 1
+    result = runner.invoke(app, [*args, "--overwrite", "--resume"])
+    assert result.exit_code == 2 and "contradict" in result.output
+
+
+def test_resume_uses_the_saved_run_and_refuses_conflicting_options(tmp_path):
+    run = tmp_path / "run"
+    _ok(["control", "train", "--env", "rlhfkit/CartPoleCos-v0", "--steps", "300", "--labels", "8",
+         "--fragment-length", "10", "--out", str(run), *SMALL])
+    out = _ok(["control", "train", "--out", str(run), "--resume"])
+    assert "on rlhfkit/CartPoleCos-v0: 8 labels" in out and "Pendulum" not in out and "(resumed)" in out
+    assert "300 env steps (runs 256: whole rollouts of 128)" in out
+    for extra, message in ((["--env", "Pendulum-v1"], "--env Pendulum-v1 conflicts with the run"),
+                           (["--labels", "9"], "--labels 9 conflicts"),
+                           (["--set", "seed=3"], "--set cannot change a run being resumed")):
+        result = runner.invoke(app, ["control", "train", "--out", str(run), "--resume", *extra])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    _ok(["control", "train", "--out", str(run), "--resume", "--env", "rlhfkit/CartPoleCos-v0"])  # agrees: fine
+
+
+def test_errors_come_before_any_training_or_run_directory(tmp_path):
+    import socket
+
+    out = tmp_path / "x"
+    result = runner.invoke(app, ["control", "train", "--out", str(out), "--query", "best"])
+    assert result.exit_code == 2 and "--query" in result.output and "'best'" in result.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = runner.invoke(app, ["control", "train", "--out", str(out), "--teacher", "human", "--port", str(port),
+                                     *SMALL])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in text and "already in use" in text
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # one line, no traceback
+    assert len(result.output.strip().splitlines()) <= 3 and not out.exists()  # no half-made run directory
+    result = runner.invoke(app, ["control", "train", "--out", str(out), "--teacher", "human", "--port", "-1"])
+    assert result.exit_code == 2 and "--port" in result.output and "greater than or equal to 0" in " ".join(
+        result.output.split()) and not out.exists()
+
+
+def test_help_names_arguments_and_shows_defaults():
+    text = runner.invoke(app, ["control", "eval", "--help"], env={"COLUMNS": "200"}).output
+    assert "{run}" not in text and "RUN" in text
+    text = " ".join(runner.invoke(app, ["control", "train", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "[default: disagreement]" in text and "[default: 200]" in text and "[default: 50000]" in text

@@ -381,3 +381,27 @@ def test_cli_rankings_and_errors(tmp_path):
     assert res.exit_code == 2 and "--winner and --loser" in res.output
     res = runner.invoke(app, ["fit", "--data", str(bad), "--winner", "w", "--loser", "nope"])
     assert res.exit_code == 2 and "no column 'nope'" in res.output
+
+
+def test_cli_names_options_and_catches_misspelt_names(tmp_path):
+    runner = CliRunner()
+    games = _write(tmp_path / "g.csv", "w,l\nRafael Nadal,Novak Djokovic\nNovak Djokovic,[red]Bob[/red]\n"
+                                       "Rafael Nadal,[red]Bob[/red]\n")
+    res = runner.invoke(app, ["fit", "--data", str(games), "--winner", "w", "--loser", "l", "--bootstrap", "-1",
+                              "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--bootstrap must be >= 0" in res.output and "n_bootstrap" not in res.output
+    res = runner.invoke(app, ["fit", "--data", str(games), "--winner", "w", "--loser", "l", "--half-life", "-3",
+                              "--date", "w", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "half_life" not in res.output
+    res = runner.invoke(app, ["fit", "--data", str(games), "--winner", "w", "--loser", "l", "--bootstrap", "0",
+                              "--no-plots", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0 and "[red]Bob[/red]" in res.output  # a name is printed as written
+    model = str(tmp_path / "o" / "ratings.json")
+    res = runner.invoke(app, ["predict", "--model", model, "Rafael Nadl", "Novak Djokovic"])
+    assert res.exit_code == 2 and "did you mean 'Rafael Nadal'" in " ".join(res.output.split())
+    res = runner.invoke(app, ["predict", "--model", model, "rafael nadal", "Novak Djokovic"])
+    assert res.exit_code == 2 and "did you mean 'Rafael Nadal'" in " ".join(res.output.split())
+    res = runner.invoke(app, ["predict", "--model", model, "Rafael Nadl", "Novak Djokovic", "--allow-unseen"])
+    assert res.exit_code == 0 and "predicted with the prior" in " ".join(res.output.split())
+    res = runner.invoke(app, ["predict", "--model", model, "Someone New", "Novak Djokovic"])
+    assert res.exit_code == 0 and "unseen (prior)" in res.output  # a new name, not a typo: the prior, said so

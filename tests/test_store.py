@@ -1,21 +1,19 @@
-"""Tests of rlhfkit.feedback.store (the preference store), clips and the human teacher's store side."""
+"""Tests of rlhfkit.feedback.store (the preference store), on SQLite and on PostgreSQL.
+
+The ``store`` fixture runs each test on both backends (PostgreSQL: a fresh database on a
+temporary server, see tests/_postgres.py). Concurrency has its own file, test_store_concurrency.py.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
-import gymnasium as gym
-import numpy as np
 import pytest
+import sqlalchemy as sa
 
-from rlhfkit.feedback import Fragment, Outcome, Teacher
-from rlhfkit.feedback import store as store_mod
-from rlhfkit.feedback.clips import ClipRenderer, state_setter_for
-from rlhfkit.feedback.human import HumanTeacher, combine_outcomes, comparisons_from_store, load_query_pair
 from rlhfkit.feedback.store import (
     ConflictError,
     InvalidInputError,
@@ -23,12 +21,14 @@ from rlhfkit.feedback.store import (
     QuerySpec,
     Store,
     StoreError,
+    labellers as labellers_mod,
+    schema as schema_mod,
 )
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = Store(tmp_path / "labels.sqlite", seed=0)
+def store(store_location: str, tmp_path: Path):
+    s = Store(store_location, data_dir=tmp_path, seed=0)
     yield s
     s.close()
 
@@ -38,16 +38,24 @@ def text_pair(i: int, priority: float = 0.0, labels_needed: int = 1) -> QuerySpe
                      priority=priority, labels_needed=labels_needed)
 
 
+def snapshot(store: Store) -> dict[str, list]:
+    """Every row of every table (to check that a refused request wrote nothing)."""
+    with store.engine.connect() as conn:
+        return {t.name: sorted(map(tuple, conn.execute(sa.select(t)).all()), key=repr)
+                for t in schema_mod.metadata.sorted_tables}
+
+
 # -- opening, durability settings, schema ----------------------------------------------------------
 
 
-def test_sqlite_is_opened_durable(store: Store) -> None:
-    assert store.pragma("journal_mode") == "wal"
-    assert store.pragma("synchronous") == 2  # FULL
-    assert store.pragma("foreign_keys") == 1
-    assert store.pragma("busy_timeout") == 30000
-    assert store.schema_version() == store_mod.SCHEMA_VERSION
-    assert store.media_dir == store.data_dir / "media"
+def test_sqlite_is_opened_durable(tmp_path: Path) -> None:
+    with Store(tmp_path / "labels.sqlite") as store:
+        assert store.pragma("journal_mode") == "wal"
+        assert store.pragma("synchronous") == 2  # FULL
+        assert store.pragma("foreign_keys") == 1
+        assert store.pragma("busy_timeout") == 30000
+        assert store.schema_version() == schema_mod.SCHEMA_VERSION
+        assert store.media_dir == store.data_dir / "media"
 
 
 def test_in_memory_store_is_refused(tmp_path: Path) -> None:
@@ -55,15 +63,59 @@ def test_in_memory_store_is_refused(tmp_path: Path) -> None:
         Store("sqlite://")
     with pytest.raises(ValueError, match="in-memory"):
         Store("sqlite:///:memory:")
+    with pytest.raises(ValueError, match="unsupported database 'mysql'"):
+        Store("mysql://u@h/db")
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "labels.sqlite"
-    Store(path).close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE rlhf_meta SET value = '99' WHERE key = 'schema_version'")
+def test_a_missing_store_is_not_created_unless_asked(store_location: str, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError if "sqlite" in store_location else StoreError, match="no .*store"):
+        Store(store_location, create=False)
+    assert not (tmp_path / "labels.sqlite").exists()
+    Store(store_location).close()
+    Store(store_location, create=False).close()
+
+
+def test_bare_postgresql_url_uses_psycopg() -> None:
+    from rlhfkit.feedback.store import store_url
+
+    assert store_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert store_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+
+
+def test_newer_schema_is_refused(store_location: str) -> None:
+    Store(store_location).close()
+    engine = sa.create_engine(_raw_url(store_location))
+    with engine.begin() as conn:
+        conn.execute(schema_mod.rlhf_meta.update().values(value="99"))
+    engine.dispose()
     with pytest.raises(StoreError, match="newer than this rlhfkit"):
-        Store(path)
+        Store(store_location)
+
+
+def _raw_url(location: str) -> str:
+    from rlhfkit.feedback.store import store_url
+
+    return store_url(location)
+
+
+def test_schema_1_store_migrates_and_keeps_its_tokens(store_location: str) -> None:
+    """A store from schema version 1 (one token per labeller, no labeller_tokens) opens at version 2."""
+    s = Store(store_location)
+    tok = s.add_labeller("ann")
+    s.close()
+    engine = sa.create_engine(_raw_url(store_location))
+    with engine.begin() as conn:  # back to version 1: no labeller_tokens table
+        schema_mod.labeller_tokens.drop(conn)
+        conn.execute(schema_mod.rlhf_meta.update().values(value="1"))
+    engine.dispose()
+    s = Store(store_location)
+    try:
+        assert s.upgraded_from == 1 and s.schema_version() == 2
+        assert s.labeller_for_token(tok).name == "ann"  # the version-1 token still opens the page
+        other = s.issue_token("ann")
+        assert s.labeller_for_token(tok).name == s.labeller_for_token(other).name == "ann"
+    finally:
+        s.close()
 
 
 def test_migrations_run_once_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,18 +125,18 @@ def test_migrations_run_once_in_order(tmp_path: Path, monkeypatch: pytest.Monkey
     s.close()
     calls = []
 
-    def v1_to_v2(conn) -> None:
-        calls.append(1)
+    def v2_to_v3(conn) -> None:
+        calls.append(2)
         conn.exec_driver_sql("ALTER TABLE labels ADD COLUMN confidence REAL")
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_mod.MIGRATIONS, 1, v1_to_v2)
+    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(schema_mod.MIGRATIONS, 2, v2_to_v3)
     s = Store(path)
-    assert s.upgraded_from == 1 and s.schema_version() == 2 and calls == [1]
+    assert s.upgraded_from == 2 and s.schema_version() == 3 and calls == [2]
     assert s.labeller_for_token(tok).name == "ann"  # data kept
     s.close()
-    s = Store(path)  # already at version 2: nothing runs
-    assert calls == [1]
+    s = Store(path)  # already at version 3: nothing runs
+    assert calls == [2]
     s.close()
 
 
@@ -106,22 +158,48 @@ def test_labellers_and_tokens(store: Store, monkeypatch: pytest.MonkeyPatch) -> 
     assert store.labeller_for_token(a).name == "ann"
     assert store.labeller_for_token(b).name == "bob"
     assert store.labeller_for_token("x" * 32) is None and store.labeller_for_token("") is None
+    assert store.labeller_for_token("x" * 10_000) is None
     with pytest.raises(ConflictError, match="already exists"):
         store.add_labeller("ann")
-    with pytest.raises(InvalidInputError, match="at least 16"):
+    with pytest.raises(ConflictError, match="already in use"):
+        store.add_labeller("cy", token="b" * 20)
+    with pytest.raises(InvalidInputError, match="16 to 512"):
         store.add_labeller("cy", token="short")
-    with pytest.raises(InvalidInputError, match="name"):
-        store.add_labeller("   ")
+    for bad in ("   ", "a\x00b", "x" * 101, "tab\there", "\ud800"):
+        with pytest.raises(InvalidInputError, match="name"):
+            store.add_labeller(bad)
     # every known digest is compared with hmac.compare_digest (no early exit)
     calls = []
-    real = store_mod.hmac.compare_digest
-    monkeypatch.setattr(store_mod.hmac, "compare_digest", lambda x, y: calls.append(1) or real(x, y))
+    real = labellers_mod.hmac.compare_digest
+    monkeypatch.setattr(labellers_mod.hmac, "compare_digest", lambda x, y: calls.append(1) or real(x, y))
     assert store.labeller_for_token(a).name == "ann"
     assert len(calls) == 2
     monkeypatch.undo()
-    new = store.set_labeller_token("ann")
-    assert store.labeller_for_token(new).name == "ann"
-    assert store.labeller_for_token(a) is None  # the old URL stops working
+    # a new token for ann (a server start) leaves her open pages working
+    new = store.issue_token("ann")
+    assert store.labeller_for_token(new).name == "ann" and store.labeller_for_token(a).name == "ann"
+    assert store.issue_token("ann", new) == new  # giving one she holds changes nothing
+    with pytest.raises(ConflictError, match="already in use"):
+        store.issue_token("ann", b)  # bob's
+    # an explicit rotation revokes the others
+    rotated = store.set_labeller_token("ann")
+    assert store.labeller_for_token(rotated).name == "ann"
+    assert store.labeller_for_token(a) is None and store.labeller_for_token(new) is None
+    assert store.labeller_for_token(b).name == "bob"  # others' untouched
+    assert [lab.name for lab in store.labellers()] == ["ann", "bob"]
+
+
+def test_a_token_issued_by_another_process_is_seen(store_location: str) -> None:
+    a, b = Store(store_location), Store(store_location)
+    try:
+        a.add_labeller("ann")
+        assert b.labeller_for_token("t" * 20) is None
+        tok = a.issue_token("ann", "t" * 20)
+        time.sleep(1.05)  # an unknown token is looked up again at most once a second
+        assert b.labeller_for_token(tok).name == "ann"
+    finally:
+        a.close()
+        b.close()
 
 
 # -- serving -----------------------------------------------------------------------------------------
@@ -159,17 +237,22 @@ def test_shown_order_is_random_stored_and_answers_are_canonical(store: Store) ->
     assert 8 <= sum(o == (1, 0) for o in orders) <= 32
 
 
-def test_lease_expires_after_lease_s(tmp_path: Path) -> None:
-    s = Store(tmp_path / "l.sqlite", lease_s=0.3)
+def test_lease_expires_after_lease_s(store_location: str, tmp_path: Path) -> None:
+    s = Store(store_location, lease_s=0.3)
     try:
         (qid,) = s.add_queries([text_pair(0)])
         ann = s.labeller_for_token(s.add_labeller("ann")).id
         bob = s.labeller_for_token(s.add_labeller("bob")).id
-        assert s.next_query(ann).query.id == qid
+        shown = s.next_query(ann)
+        assert shown.query.id == qid
         assert s.next_query(bob) is None  # leased to ann
         time.sleep(0.35)
         again = s.next_query(bob)
         assert again is not None and again.query.id == qid  # shown > lease_s ago, unanswered: served again
+        s.submit_label(bob, qid, again.show_id, "LEFT")
+        # ann answers late: her answer is kept and counted (the one way past labels_needed)
+        late = s.submit_label(ann, qid, shown.show_id, "RIGHT")
+        assert not late.duplicate and s.query(qid).n_labels == 2 and len(s.labels()) == 2
     finally:
         s.close()
 
@@ -207,28 +290,76 @@ def test_bad_answers_write_nothing(store: Store) -> None:
     ann = store.labeller_for_token(store.add_labeller("ann")).id
     bob = store.labeller_for_token(store.add_labeller("bob")).id
     shown = store.next_query(ann)
+    sid = shown.show_id
+    ok = dict(labeller_id=ann, query_id=qid, show_id=sid, outcome="LEFT")
     cases = [
-        (NotFoundError, "unknown query id", dict(labeller_id=ann, query_id=999, show_id=shown.show_id, outcome="LEFT")),
-        (NotFoundError, "unknown show id", dict(labeller_id=ann, query_id=qid, show_id=999, outcome="LEFT")),
-        (InvalidInputError, "invalid outcome", dict(labeller_id=ann, query_id=qid, show_id=shown.show_id, outcome="UP")),
-        (InvalidInputError, "not a showing", dict(labeller_id=bob, query_id=qid, show_id=shown.show_id, outcome="LEFT")),
-        (InvalidInputError, "only for ranking", dict(labeller_id=ann, query_id=qid, show_id=shown.show_id,
-                                                     outcome="RANKING", ranking=[0, 1])),
-        (InvalidInputError, "at most 2000", dict(labeller_id=ann, query_id=qid, show_id=shown.show_id, outcome="LEFT",
-                                                 reason="x" * 2001)),
+        (NotFoundError, "unknown query id", dict(ok, query_id=99_999)),
+        (NotFoundError, "unknown show id", dict(ok, show_id=99_999)),
+        (NotFoundError, "unknown labeller id", dict(ok, labeller_id=99_999)),
+        (InvalidInputError, "invalid outcome", dict(ok, outcome="UP")),
+        (InvalidInputError, "invalid outcome", dict(ok, outcome=None)),
+        (InvalidInputError, "invalid outcome", dict(ok, outcome="LEFT\x00")),
+        (InvalidInputError, "not a showing", dict(ok, labeller_id=bob)),
+        (InvalidInputError, "only for ranking", dict(ok, outcome="RANKING", ranking=[0, 1])),
+        (InvalidInputError, "only allowed with outcome RANKING", dict(ok, ranking=[0, 1])),
+        (InvalidInputError, "at most 2000", dict(ok, reason="x" * 2001)),
+        (InvalidInputError, "NUL", dict(ok, reason="fine\x00then")),  # PostgreSQL cannot store U+0000
+        (InvalidInputError, "surrogate", dict(ok, reason="\ud83d")),  # nor can either driver encode this
+        (InvalidInputError, "must be a string", dict(ok, reason=12)),
+        (InvalidInputError, "must be an integer", dict(ok, query_id="1")),
+        (InvalidInputError, "must be an integer", dict(ok, show_id=1.0)),
+        (InvalidInputError, "must be an integer", dict(ok, query_id=True)),
     ]
+    for big in (0, -1, 2**31, 2**63, 10**4000):  # ids no row can have: PostgreSQL integer, SQLite int64
+        cases += [(NotFoundError, "unknown query id", dict(ok, query_id=big)),
+                  (NotFoundError, "unknown show id", dict(ok, show_id=big)),
+                  (NotFoundError, "unknown labeller id", dict(ok, labeller_id=big))]
+    before = snapshot(store)
     for err, msg, kw in cases:
         with pytest.raises(err, match=msg):
             store.submit_label(**kw)
-    assert store.labels(include_retracted=True) == [] and store.query(qid).n_labels == 0
+        assert len(str(pytest.raises(err, store.submit_label, **kw).value)) < 300  # a 4,001-digit id is not echoed
+    for lab in (0, 2**63, 99_999):
+        with pytest.raises(NotFoundError):
+            store.next_query(lab)
+        with pytest.raises(NotFoundError):
+            store.undo_last(lab)
+    assert snapshot(store) == before
+    assert store.labels(include_retracted=True) == [] and store.query(qid).n_labels == 0 and rid > qid
+
+
+def test_bad_queries_write_nothing(store: Store) -> None:
+    before = snapshot(store)
+    bad = [
+        ("NUL", [QuerySpec("text_pair", [{"text": "a\x00"}, {"text": "b"}])], {}),
+        ("NUL", [QuerySpec("text_pair", [{"text": "a"}, {"text": "b"}], prompt="p\x00")], {}),
+        ("surrogate", [QuerySpec("text_pair", [{"text": "\udc80"}, {"text": "b"}])], {}),
+        ("JSON cannot store", [QuerySpec("text_pair", [{"text": "a"}, {"text": "b"}], payload={"x": float("nan")})], {}),
+        ("JSON cannot store", [QuerySpec("text_pair", [{"text": "a"}, {"text": "b"}], payload={"x": object()})], {}),
+        ("nested more than 32", [QuerySpec("text_pair", [{"text": "a"}, {"text": "b"}],
+                                           payload=json.loads("[" * 40 + "]" * 40))], {}),
+        ("labels_needed", [QuerySpec("text_pair", [{"text": "a"}, {"text": "b"}], labels_needed=0)], {}),
+        ("labels_needed", [QuerySpec("text_pair", [{"text": "a"}, {"text": "b"}], labels_needed=2.5)], {}),
+        ("priority", [QuerySpec("text_pair", [{"text": "a"}, {"text": "b"}], priority=float("inf"))], {}),
+        ("batch", [text_pair(0)], {"batch": "b\x00"}),
+        ("batch", [text_pair(0)], {"batch": "b" * 201}),
+        ("status", [text_pair(0)], {"status": "closed"}),
+        ("exactly 2 items", [text_pair(0), QuerySpec("text_pair", [{"text": "a"}])], {}),  # one bad spec: none
+    ]
+    for msg, specs, kw in bad:
+        with pytest.raises(InvalidInputError, match=msg):
+            store.add_queries(specs, **kw)
+    assert snapshot(store) == before
 
 
 def test_rankings_are_stored_in_canonical_terms(store: Store) -> None:
     (rid,) = store.add_queries([QuerySpec("ranking", [{"text": t} for t in ("a", "b", "c", "d")])])
     ann = store.labeller_for_token(store.add_labeller("ann")).id
     shown = store.next_query(ann)
-    with pytest.raises(InvalidInputError, match="permutation"):
-        store.submit_label(ann, rid, shown.show_id, "RANKING", ranking=[0, 0, 1, 2])
+    for bad, msg in (([0, 0, 1, 2], "permutation"), ([0, 1, 2, 2**70], "permutation"), ([0, 1, 2, True], "needs"),
+                     (list(range(17)), "needs"), ([0, 1, 2], "permutation")):
+        with pytest.raises(InvalidInputError, match=msg):
+            store.submit_label(ann, rid, shown.show_id, "RANKING", ranking=bad)
     with pytest.raises(InvalidInputError, match="ranking query takes"):
         store.submit_label(ann, rid, shown.show_id, "LEFT")
     res = store.submit_label(ann, rid, shown.show_id, "RANKING", ranking=[3, 1, 0, 2])  # display positions
@@ -243,10 +374,12 @@ def test_undo_keeps_history_and_reshows_the_query(store: Store) -> None:
     s0 = store.next_query(ann)
     r = store.submit_label(ann, s0.query.id, s0.show_id, "LEFT", want_next=True)
     assert r.next is not None and r.next.query.id != s0.query.id
+    assert store.query(s0.query.id).status == "done" and store.query(s0.query.id).n_labels == 1
     undone, again = store.undo_last(ann)
     assert undone.id == r.label.id and undone.retracted_at is not None
     assert again.query.id == s0.query.id and again.order == s0.order
-    assert store.query(s0.query.id).status == "open" and store.labels() == []
+    assert store.query(s0.query.id).status == "open" and store.query(s0.query.id).n_labels == 0
+    assert store.labels() == []
     assert store.next_query(ann).show_id == again.show_id  # the undone query comes first
     store.submit_label(ann, s0.query.id, again.show_id, "RIGHT")
     labels = store.labels(include_retracted=True)
@@ -271,31 +404,10 @@ def test_collect_and_cancel(store: Store) -> None:
     assert store.next_query(ann) is None and len(ids) == 3
 
 
-def test_group_commit_isolates_each_write(store: Store) -> None:
-    """Writes run concurrently share transactions; a failing one rolls back only itself."""
-    ids = store.add_queries([text_pair(i) for i in range(60)])
-    who = [store.labeller_for_token(store.add_labeller(f"l{i}")).id for i in range(60)]
-    shown = [store.next_query(lab) for lab in who]  # each labeller holds a different query
-    errors = []
-
-    def answer(i: int) -> None:
-        try:  # every third one is invalid
-            store.submit_label(who[i], shown[i].query.id, shown[i].show_id, "LEFT" if i % 3 else "NOPE")
-        except InvalidInputError as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=answer, args=(i,)) for i in range(60)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(errors) == 20 and len(store.labels()) == 40 and len(ids) == 60
-
-
 def test_media_paths_are_checked(store: Store) -> None:
     (store.media_dir / "x").mkdir(parents=True)
     (store.media_dir / "x" / "a.mp4").write_bytes(b"0")
-    for bad in ("../a.mp4", "/etc/passwd", "x/../../a.mp4"):
+    for bad in ("../a.mp4", "/etc/passwd", "x/../../a.mp4", "x\\..\\a.mp4", "x/a\x00.mp4"):
         with pytest.raises(InvalidInputError, match="relative"):
             store.add_queries([QuerySpec("clip_pair", [{"media": bad}, {"media": "x/a.mp4"}])])
     with pytest.raises(InvalidInputError, match="is not in"):
@@ -327,9 +439,11 @@ def test_trl_export_import_round_trip(store: Store, tmp_path: Path) -> None:
         winner = "A" if outcome in ("LEFT", "TIE", "BOTH_BAD") else "B"
         assert row["chosen"] == f"response {winner}{i}"
         assert row.get("tie", False) == (outcome in ("TIE", "BOTH_BAD"))
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        store.export_trl(tmp_path / "missing" / "x.jsonl")
     other = Store(tmp_path / "other" / "labels.sqlite")
     try:
-        assert other.import_trl(flagged, labeller="imported") == 4
+        assert other.import_trl(flagged, labeller="imported") == (4, 0)
         again = tmp_path / "again.jsonl"
         assert other.export_trl(again) == 4
         strip = lambda r: {k: v for k, v in r.items() if k not in ("query_id", "labeller")}  # noqa: E731
@@ -338,204 +452,36 @@ def test_trl_export_import_round_trip(store: Store, tmp_path: Path) -> None:
         other.close()
 
 
+def test_trl_import_is_idempotent(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "prefs.jsonl"
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a", "rejected": "b"},
+            {"chosen": [{"role": "user", "content": "c"}], "rejected": "d", "tie": True}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert store.import_trl(path) == (3, 0)  # a file's own repeated rows are each imported
+    assert store.import_trl(path) == (0, 3)  # the same file again adds nothing
+    path.write_text(path.read_text() + json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    assert store.import_trl(path) == (1, 3)  # a third copy of the row is new
+    assert store.import_trl(path, labeller="someone else") == (4, 0)
+    assert len(store.labels()) == 8 and len(store.queries()) == 8
+
+
 def test_trl_import_rejects_a_bad_file_whole(store: Store, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a"}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: missing field 'rejected'"):
-        store.import_trl(bad)
-    bad.write_text('{"chosen": "a", "rejected": "b"}\nnot json\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
-        store.import_trl(bad)
-    bad.write_text('{"chosen": "a", "rejected": 3}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: .*strings or lists of messages"):
-        store.import_trl(bad)
+    cases = [
+        ('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a"}\n',
+         r"bad.jsonl:2: missing field 'rejected'"),
+        ('{"chosen": "a", "rejected": "b"}\nnot json\n', r"bad.jsonl:2: not valid JSON"),
+        ('{"chosen": "a", "rejected": 3}\n', r"bad.jsonl:1: .*strings or lists of messages"),
+        ('{"chosen": "a\\u0000", "rejected": "b"}\n', r"bad.jsonl:1: .*NUL"),
+        ('{"chosen": "a", "rejected": "b", "prompt": "\\ud800"}\n', r"bad.jsonl:1: .*surrogate"),
+        ("[" * 5000 + "]" * 5000 + "\n", r"bad.jsonl:1: not valid JSON"),
+        ('{"chosen": "a", "rejected": "b", "tie": 1}\n', r"bad.jsonl:1: 'tie' must be true or false"),
+    ]
+    for text, msg in cases:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=msg):
+            store.import_trl(bad)
     assert store.queries() == [] and store.labels() == []
-
-
-# -- clips ---------------------------------------------------------------------------------------------
-
-
-def rollout(env_id: str, steps: int, seed: int = 0) -> tuple[Fragment, list]:
-    """A fragment of random actions and the env's true internal state at each of its steps."""
-    import rlhfkit.control.envs  # noqa: F401  (registers rlhfkit/CartPoleCos-v0)
-
-    env = gym.make(env_id)
-    obs, _ = env.reset(seed=seed)
-    env.action_space.seed(seed)
-    o, a, r, states = [], [], [], []
-    inner = env.unwrapped
-    for _ in range(steps):
-        states.append(np.concatenate([inner.data.qpos, inner.data.qvel]) if hasattr(inner, "data")
-                      else np.array(inner.state, dtype=np.float64))
-        act = env.action_space.sample()
-        o.append(obs)
-        a.append(act)
-        obs, rew, *_ = env.step(act)
-        r.append(rew)
-    env.close()
-    return Fragment(np.array(o), np.array(a), np.array(r)), states
-
-
-@pytest.mark.filterwarnings("ignore:.*terminated = True")
-@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1", "rlhfkit/CartPoleCos-v0", "HalfCheetah-v5"])
-def test_state_setters_restore_the_true_state(env_id: str) -> None:
-    frag, states = rollout(env_id, 20)
-    env = gym.make(env_id)
-    env.reset(seed=1)
-    inner = env.unwrapped
-    setter = state_setter_for(env_id)
-    for t in range(len(frag)):
-        setter(inner, frag.obs[t], frag.acts[t])
-        if hasattr(inner, "data"):  # MuJoCo: everything but the root x position
-            got = np.concatenate([inner.data.qpos, inner.data.qvel])
-            np.testing.assert_allclose(got[1:], states[t][1:], atol=1e-5)
-        elif env_id.startswith("Pendulum"):
-            th, thdot = states[t]
-            np.testing.assert_allclose([np.cos(inner.state[0]), np.sin(inner.state[0]), inner.state[1]],
-                                       [np.cos(th), np.sin(th), thdot], atol=1e-5)
-        else:
-            np.testing.assert_allclose(inner.state, states[t], atol=1e-5)
-    env.close()
-
-
-def test_unknown_env_has_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="no state setter.*register_state_setter"):
-        state_setter_for("FrozenLake-v1")
-
-
-def test_clip_is_a_playable_h264_mp4(tmp_path: Path) -> None:
-    import imageio.v2 as imageio
-
-    frag, _ = rollout("Pendulum-v1", 12)
-    renderer = ClipRenderer("Pendulum-v1", frame_skip=2, max_size=128)
-    try:
-        path = renderer.render(frag, tmp_path / "clip.mp4")
-    finally:
-        renderer.close()
-    assert path.suffix == ".mp4" and path.stat().st_size > 0
-    assert not list(tmp_path.glob("*.tmp*"))
-    reader = imageio.get_reader(path, format="FFMPEG")
-    meta = reader.get_meta_data()
-    frames = [f for f in reader]
-    reader.close()
-    assert len(frames) == 6 and frames[0].shape == (124, 124, 3)  # 500 px / 4, made even
-    assert meta["codec"] == "h264" and meta["fps"] == pytest.approx(15.0)
-
-
-# -- the human teacher's store side ----------------------------------------------------------------
-
-
-def test_combine_outcomes() -> None:
-    L, R, T, S, BB, CT = (Outcome.LEFT, Outcome.RIGHT, Outcome.TIE, Outcome.SKIP, Outcome.BOTH_BAD,
-                          Outcome.CANT_TELL)
-    assert combine_outcomes([L]) is L
-    assert combine_outcomes([L, L, R]) is L
-    assert combine_outcomes([L, R]) is T
-    assert combine_outcomes([L, S, CT]) is L
-    assert combine_outcomes([S, CT]) is CT and combine_outcomes([S]) is S
-    assert combine_outcomes([BB, BB, L]) is BB
-    assert Outcome.BOTH_BAD.target == 0.5 and Outcome.CANT_TELL.target is None
-    with pytest.raises(ValueError):
-        combine_outcomes([])
-
-
-def pairs_with_known_order(n: int) -> list[tuple[Fragment, Fragment]]:
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        a = Fragment(rng.normal(size=(4, 3)), rng.normal(size=(4, 1)), np.full(4, float(i)), episode=i, start=0)
-        b = Fragment(rng.normal(size=(4, 3)), rng.normal(size=(4, 1)), np.full(4, float(i % 3)), episode=i, start=4)
-        out.append((a, b))
-    return out
-
-
-def scripted_labeller(store: Store, name: str, stop: threading.Event) -> threading.Thread:
-    """Answers every query from the true returns of the fragments behind it (through the store API)."""
-    lab = store.labeller_for_token(store.add_labeller(name)).id
-
-    def run() -> None:
-        while not stop.is_set():
-            shown = store.next_query(lab)
-            if shown is None:
-                time.sleep(0.02)
-                continue
-            left, right = load_query_pair(store, shown.query)
-            r = [left.true_return, right.true_return]
-            r_shown = [r[i] for i in shown.order]
-            answer = "LEFT" if r_shown[0] > r_shown[1] else "RIGHT" if r_shown[1] > r_shown[0] else "TIE"
-            store.submit_label(lab, shown.query.id, shown.show_id, answer)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-def test_human_teacher_returns_the_people_s_answers(store: Store) -> None:
-    pairs = pairs_with_known_order(7)
-    teacher = HumanTeacher(store, render=False, grace_s=0.0, poll_s=0.02, show_progress=False, labels_per_query=2)
-    assert isinstance(teacher, Teacher) and teacher.name == "human"  # the loop's Teacher protocol
-    stop = threading.Event()
-    threads = [scripted_labeller(store, name, stop) for name in ("ann", "bob")]
-    try:
-        outcomes = teacher.label(pairs)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    expected = [Outcome.LEFT if a.true_return > b.true_return else Outcome.RIGHT if a.true_return < b.true_return
-                else Outcome.TIE for a, b in pairs]
-    assert outcomes == expected
-    assert len(store.labels()) == 14 and {q.status for q in store.queries()} == {"closed"}
-    rebuilt = comparisons_from_store(store)  # from the store alone: fragments file + answers
-    assert [c.outcome for c in rebuilt] == expected and rebuilt[0].teacher == "ann+bob"
-    assert all(np.array_equal(c.left.obs, a.obs) for c, (a, _) in zip(rebuilt, pairs))
-
-
-def test_human_teacher_renders_clips(store: Store) -> None:
-    frags = [rollout("Pendulum-v1", 8, seed=i)[0] for i in range(2)]
-    pairs = [(frags[0], frags[1]), (frags[1], frags[0])]
-    teacher = HumanTeacher(store, env_id="Pendulum-v1", frame_skip=4, max_size=64, grace_s=0.0, poll_s=0.02,
-                           show_progress=False)
-    stop = threading.Event()
-    t = scripted_labeller(store, "ann", stop)
-    try:
-        outcomes = teacher.label(pairs)
-    finally:
-        stop.set()
-        t.join()
-        teacher.close()
-    better = Outcome.LEFT if frags[0].true_return > frags[1].true_return else Outcome.RIGHT
-    assert outcomes == [better, Outcome.RIGHT if better is Outcome.LEFT else Outcome.LEFT]
-    qs = store.queries()
-    assert [q.kind for q in qs] == ["clip_pair", "clip_pair"] and qs[0].priority > qs[1].priority
-    for q in qs:
-        assert all((store.media_dir / it["media"]).is_file() for it in q.items)
-        left, _ = load_query_pair(store, q)
-        assert np.array_equal(left.obs, pairs[q.payload["index"]][0].obs)
-    rebuilt = comparisons_from_store(store)
-    assert [c.outcome for c in rebuilt] == outcomes and rebuilt[0].teacher == "ann"
-
-
-def test_human_teacher_timeout(store: Store) -> None:
-    pairs = pairs_with_known_order(2)
-    teacher = HumanTeacher(store, render=False, timeout_s=0.3, poll_s=0.02, show_progress=False)
-    with pytest.raises(TimeoutError, match="0/2 queries .* kept in the store"):
-        teacher.label(pairs)
-    assert {q.status for q in store.queries()} == {"cancelled"}  # no longer served
-    ann = store.labeller_for_token(store.add_labeller("ann")).id
-    assert store.next_query(ann) is None
-    teacher.on_timeout = "skip"
-
-    def answer_one() -> None:
-        while (s := store.next_query(ann)) is None:
-            time.sleep(0.02)
-        store.submit_label(ann, s.query.id, s.show_id, "LEFT" if s.order[0] == 0 else "RIGHT")
-
-    t = threading.Thread(target=answer_one, daemon=True)
-    t.start()
-    out = teacher.label(pairs)
-    t.join()
-    assert out == [Outcome.LEFT, Outcome.SKIP]  # the first (highest priority) was answered
 
 
 # -- the web app's awaitable path -----------------------------------------------------------------

@@ -16,14 +16,17 @@ constant time (:meth:`Store.labeller_for_token`); state changes only by POST wit
 a header (so a foreign site cannot forge them); JSON bodies over ``max_body_bytes`` are refused
 with 413; media are served only from the media folder (no ``..``, no symlink escapes, only
 video and image types); responses carry a strict Content-Security-Policy and
-``Referrer-Policy: no-referrer`` (the token is in the page URL). Every error is a 4xx JSON
-``{"error": message}`` and writes nothing.
+``Referrer-Policy: no-referrer`` (the token is in the page URL). Every error is a JSON
+``{"error": message}`` and writes nothing: 4xx for a bad request (malformed or deeply nested JSON,
+ids no row can have, text a database cannot store, ...), 503 when the database does not answer
+or stays contended through every retry, 500 only for a bug.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -31,17 +34,20 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rlhfkit.feedback.store import PAIR_OUTCOMES, RANKING, Labeller, Store, StoreError, _check_media_path
+from rlhfkit.feedback.store import PAIR_OUTCOMES, RANKING, Labeller, Store, StoreError, check_media_path
+from rlhfkit.feedback.store.types import short
 
 __all__ = ["DEFAULT_GUIDELINES", "MAX_BODY_BYTES", "create_app"]
 
 HERE = Path(__file__).parent
+log = logging.getLogger("rlhfkit.app")
 MAX_BODY_BYTES = 16 * 1024
 """Largest accepted request body; an answer is well under 1 KiB."""
 
@@ -129,8 +135,10 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
         raise _Reject(415, f"send JSON with Content-Type: application/json (got {ctype or 'none'!r})")
     try:
         obj = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _Reject(400, f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise _Reject(400, "malformed JSON: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4,300 digits
+        raise _Reject(400, f"malformed JSON: {str(e)[:200]}") from None
     if not isinstance(obj, dict):
         raise _Reject(400, "the JSON body must be an object")
     return obj
@@ -141,12 +149,13 @@ def _int_field(obj: dict[str, Any], key: str) -> int:
     if v is None:
         raise _Reject(422, f"missing field {key!r} (an integer)")
     if not isinstance(v, int) or isinstance(v, bool):
-        raise _Reject(422, f"field {key!r} must be an integer, got {json.dumps(v)[:40]}")
-    return v
+        raise _Reject(422, f"field {key!r} must be an integer, got {short(v)}")
+    return v  # the store answers 404 for an integer no row can have (0, -1, 2**63, ...)
 
 
 def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlhfkit · labelling",
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES,
+               run_status: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
     """Build the labelling app over ``store``.
 
     Args:
@@ -155,6 +164,9 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
             :data:`DEFAULT_GUIDELINES`.
         title: the page title.
         max_body_bytes: the request size limit (413 above it).
+        run_status: what the training run is doing (``{"state", "labelled", "budget"}``, see
+            :meth:`rlhfkit.feedback.human.HumanTeacher.status`), sent with every answer so the
+            page can show the label budget, say when the agent is training, and stop at the end.
 
     Returns:
         The ASGI app (serve it with uvicorn, or :func:`rlhfkit.app.start_server`).
@@ -165,6 +177,14 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
     guidelines_text = guidelines if guidelines is not None else DEFAULT_GUIDELINES
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
+    def run_info() -> dict[str, Any] | None:
+        if run_status is None:
+            return {"state": "finished"} if app.state.closing.is_set() else None
+        info = dict(run_status())
+        if app.state.closing.is_set():
+            info["state"] = "finished"
+        return info
+
     @app.exception_handler(_Reject)
     async def _on_reject(_: Request, e: _Reject) -> JSONResponse:
         return _error(e.status, e.message)
@@ -172,6 +192,16 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
     @app.exception_handler(StoreError)
     async def _on_store_error(_: Request, e: StoreError) -> JSONResponse:
         return _error(e.status, str(e))
+
+    @app.exception_handler(sa.exc.OperationalError)
+    async def _on_database_down(_: Request, e: sa.exc.OperationalError) -> JSONResponse:
+        log.warning("database error: %s", str(e).splitlines()[0][:300])
+        return _error(503, "the database is not answering; nothing was saved: try again in a moment")
+
+    @app.exception_handler(Exception)
+    async def _on_bug(_: Request, e: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return _error(500, f"internal error ({type(e).__name__}); nothing was saved")
 
     @app.exception_handler(StarletteHTTPException)
     async def _on_http(_: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -220,7 +250,7 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
         lab = labeller(request)
         obj = await _json_body(request, max_body_bytes)
         wait_s = obj.get("wait_s", 0)
-        if not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool) or not 0 <= wait_s <= MAX_WAIT_S:
+        if not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool) or not 0 <= wait_s <= MAX_WAIT_S:  # NaN too
             raise _Reject(422, f"field 'wait_s' must be a number of seconds in [0, {MAX_WAIT_S}]")
         deadline = time.monotonic() + wait_s
 
@@ -235,7 +265,7 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
                 seen, checked = store.version, time.monotonic()
                 if await run_in_threadpool(store.has_waiting, lab.id):
                     shown, progress = await store.claim_async(lab.id)
-        return JSONResponse({"query": shown.to_json() if shown else None, "progress": progress})
+        return JSONResponse({"query": shown.to_json() if shown else None, "progress": progress, "run": run_info()})
 
     @app.get("/favicon.ico")
     async def favicon() -> Response:
@@ -248,7 +278,7 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
         query_id, show_id = _int_field(obj, "query_id"), _int_field(obj, "show_id")
         outcome = obj.get("outcome")
         if not isinstance(outcome, str) or outcome.upper() not in (*PAIR_OUTCOMES, RANKING):
-            raise _Reject(422, f"invalid outcome {json.dumps(outcome)[:40]}; expected one of "
+            raise _Reject(422, f"invalid outcome {short(outcome)}; expected one of "
                                f"{', '.join((*PAIR_OUTCOMES, RANKING))}")
         ranking = obj.get("ranking")
         if ranking is not None and not (isinstance(ranking, list) and len(ranking) <= 16
@@ -262,7 +292,8 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
             raise _Reject(422, "field 'next' must be true or false")
         res = await store.submit_label_async(lab.id, query_id, show_id, outcome, ranking=ranking, reason=reason,
                                              want_next=want_next)
-        out: dict[str, Any] = {"label_id": res.label.id, "duplicate": res.duplicate, "progress": res.progress}
+        out: dict[str, Any] = {"label_id": res.label.id, "duplicate": res.duplicate, "progress": res.progress,
+                               "run": run_info()}
         if want_next:
             out["query"] = res.next.to_json() if res.next else None
         return JSONResponse(out)
@@ -273,18 +304,18 @@ def create_app(store: Store, *, guidelines: str | None = None, title: str = "rlh
         await _json_body(request, max_body_bytes)
         undone, shown = await run_in_threadpool(store.undo_last, lab.id)
         progress = await run_in_threadpool(store.progress, lab.id)
-        return {"undone_label_id": undone.id, "query": shown.to_json(), "progress": progress}
+        return {"undone_label_id": undone.id, "query": shown.to_json(), "progress": progress, "run": run_info()}
 
     @app.get("/api/progress")
     async def api_progress(request: Request) -> dict[str, Any]:
         lab = labeller(request)
-        return {"progress": await run_in_threadpool(store.progress, lab.id), "labeller": lab.name}
+        return {"progress": await run_in_threadpool(store.progress, lab.id), "labeller": lab.name, "run": run_info()}
 
     @app.get("/media/{path:path}")
     async def media(path: str, request: Request) -> Response:
         labeller(request, allow_query=True)
         try:
-            rel = _check_media_path(path)
+            rel = check_media_path(path)
         except StoreError:
             raise _Reject(400, "bad media path: it must lie inside the media folder (no '..', not absolute)") from None
         root = store.media_dir.resolve()

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import typer
+from typer import core as _typer_core
 
 from rlhfkit.cli.control import app as control_app
 from rlhfkit.cli.label import app as label_app
 from rlhfkit.cli.lm import app as lm_app
 from rlhfkit.cli import lm_online as _lm_online  # noqa: F401  (registers `rlhf lm grpo`)
 from rlhfkit.cli.rank import app as rank_app
+
+
+def _usage_name(self) -> str:  # noqa: ANN001 - a typer.core.TyperArgument
+    """``RUN`` / ``[RUN]`` in usage lines, the Unix convention (typer writes ``{run}`` for required arguments)."""
+    name = (self.metavar or self.name or "").upper()
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+if hasattr(_typer_core, "TyperArgument") and hasattr(_typer_core.TyperArgument, "_usage_display_name"):
+    _typer_core.TyperArgument._usage_display_name = _usage_name
 
 app = typer.Typer(no_args_is_help=True, help="rlhfkit: reinforcement learning from human feedback.")
 app.add_typer(control_app, name="control", help="Deep RL from preferences on gymnasium tasks.")

@@ -9,16 +9,23 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
+
+
+def _say(text: str, *, bold: bool = False, style: str | None = None) -> None:
+    """Print ``text`` as it is: paths, env ids and URLs are never read as rich markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True, style="bold" if bold else style)
 
 
 def _progress_run(total_steps: int, fn, title: str):
@@ -30,7 +37,7 @@ def _progress_run(total_steps: int, fn, title: str):
             ret = r.get("true_return")
             acc = r.get("reward/val_accuracy")
             info = f"labels {r['labels']}"
-            info += f" · true return {ret:.1f}" if ret is not None else ""
+            info += f" · training episodes' true return {ret:.1f}" if ret is not None else ""
             info += f" · r̂ val acc {acc:.2f}" if acc is not None and acc == acc else ""
             progress.update(task, completed=min(r["env_steps"], total_steps), info=info)
 
@@ -60,8 +67,11 @@ def _teacher_options(assignments: Optional[list[str]]) -> dict:
 def _summary(result, title: str, baseline_path: Optional[Path] = None) -> None:
     import numpy as np
 
-    table = Table(title=title)
-    for col in ("labels", "env steps", "mean true return (10 eps)", "std", "wall s", "env steps / s"):
+    table = Table(title=Text(title), caption="final evaluation: the deterministic policy (its mean action) on the "
+                  "true reward; the progress bar showed the training episodes of the stochastic, still-learning "
+                  "policy, which score differently")
+    n = len(result.eval_returns)
+    for col in ("labels", "env steps", f"mean true return ({n} eval eps)", "std", "wall s", "env steps / s"):
         table.add_column(col, justify="right")
     table.add_row(str(result.labels), str(result.env_steps), f"{result.mean_return:.1f}",
                   f"{float(np.std(result.eval_returns)):.1f}", f"{result.wall_s:.1f}",
@@ -69,12 +79,50 @@ def _summary(result, title: str, baseline_path: Optional[Path] = None) -> None:
     console.print(table)
     if baseline_path is not None and (baseline_path / "summary.json").is_file():
         b = json.loads((baseline_path / "summary.json").read_text())
-        console.print(f"true-reward PPO baseline ({baseline_path}): mean true return {b['mean_true_return']:.1f}")
+        _say(f"true-reward PPO baseline ({baseline_path}): mean true return {b['mean_true_return']:.1f}")
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over a run directory unless asked (``--resume`` or ``--overwrite``)."""
+    from rlhfkit.control.checkpoint import RunDir
+
+    run = RunDir(out)
+    if resume:
+        if overwrite:
+            raise ValueError("--resume and --overwrite contradict each other: continue the run, or start over")
+        if not run.is_run():
+            raise ValueError(f"--resume: {out} is not a run directory (no config.json and checkpoint/state.json)")
+        return
+    found = [p.name for p in (run.config_path, run.metrics_path, out / "summary.json", run.ckpt) if p.exists()]
+    if found and not overwrite:
+        state = "a finished run" if (out / "summary.json").is_file() else "an unfinished run"
+        raise ValueError(f"{out} holds {state} ({', '.join(found)}): pass --resume to continue it, or --overwrite "
+                         "to start over in it (its checkpoint, metrics and summary are replaced; labels.sqlite "
+                         "is kept)")
+
+
+def _resumed_config(out: Path, ctx: Optional[typer.Context], given: dict):
+    """The saved config of the run in ``out``; options given explicitly must agree with it."""
+    from rlhfkit.control.config import config_from_dict
+
+    config = config_from_dict(json.loads((out / "config.json").read_text()))
+    saved = {"env": config.env_id, "labels": config.total_labels, "steps": config.total_steps,
+             "teacher": config.teacher, "seed": config.seed, "query": config.query_selection,
+             "fragment_length": config.fragment_length}
+    for name, value in given.items():
+        source = ctx.get_parameter_source(name) if ctx is not None else None
+        explicit = getattr(source, "name", None) == "COMMANDLINE"  # typer may bring its own click
+        if explicit and value is not None and value != saved[name]:
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{option} {value} conflicts with the run in {out} ({option} {saved[name]}): "
+                             f"leave {option} out to resume it, or start a new run in another --out")
+    return config
 
 
 def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, seed: int, out: Path,
            resume: bool, query: Optional[str], fragment_length: Optional[int], baseline: Optional[Path],
-           overrides: Optional[list[str]] = None, human: Optional[dict] = None) -> None:
+           overrides: Optional[list[str]] = None, human: Optional[dict] = None, *, overwrite: bool = False,
+           ctx: Optional[typer.Context] = None) -> None:
     from rlhfkit.control.config import apply_overrides, make_config
     from rlhfkit.control.loop import train
     from rlhfkit.control.plots import plot_learning_curve
@@ -83,20 +131,25 @@ def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, 
 
     torch.set_num_threads(int(os.environ.get("RLHF_THREADS", "1")))
     try:
-        config = make_config(env, total_labels=labels, total_steps=steps, teacher=teacher, seed=seed,
-                             query_selection=query, fragment_length=fragment_length)
-        config = apply_overrides(config, overrides or [])
+        _check_out(out, resume, overwrite)
         if resume:
-            from rlhfkit.control.checkpoint import RunDir
-
-            if not RunDir(out).is_run():
-                raise ValueError(f"--resume: {out} is not a run directory (no config.json and checkpoint/state.json)")
+            config = _resumed_config(out, ctx, {"env": env, "labels": labels, "steps": steps, "teacher": teacher,
+                                                "seed": seed, "query": query, "fragment_length": fragment_length})
+            if overrides:
+                raise ValueError("--set cannot change a run being resumed (its config.json is used)")
         else:
+            config = make_config(env, total_labels=labels, total_steps=steps, teacher=teacher, seed=seed,
+                                 query_selection=query, fragment_length=fragment_length)
+            config = apply_overrides(config, overrides or [])
             config.validate()
         if baseline is not None and not (baseline / "metrics.jsonl").is_file():
             raise ValueError(f"--baseline {baseline}: no metrics.jsonl there (run `rlhf control baseline` first)")
-        console.print(f"[bold]Deep RL from preferences[/] on {config.env_id}: {config.total_labels} labels "
-                      f"({config.teacher} teacher), {config.total_steps} env steps, seed {config.seed} → {out}")
+        steps_note = (f" (runs {config.steps_run}: whole rollouts of {config.rollout_steps})"
+                      if config.steps_run != config.total_steps else "")
+        _say(f"Deep RL from preferences on {config.env_id}: {config.total_labels} labels ({config.teacher} teacher), "
+             f"{config.total_steps} env steps{steps_note}, seed {config.seed} → {out}"
+             + (" (resumed)" if resume else " (overwriting the previous run)" if overwrite and out.exists() else ""),
+             bold=True)
         human_teacher, stop = None, None
         if config.teacher == "human":
             from rlhfkit.app import start_human_teacher
@@ -104,35 +157,42 @@ def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, 
             h = human or {}
             human_teacher, url, stop = start_human_teacher(h.get("store"), out, config.env_id, host=h.get("host", "127.0.0.1"),
                                                            port=h.get("port", 8000), timeout_s=h.get("timeout_s"),
-                                                           token=h.get("token"), **_teacher_options(h.get("options")))
-            console.print(f"[bold green]Label at:[/] {url}", soft_wrap=True)
-            console.print("(open it in a browser; training waits for your answers)")
+                                                           token=h.get("token"), label_budget=config.total_labels,
+                                                           **_teacher_options(h.get("options")))
+            _say(f"Label at: {url}", style="bold green")
+            _say("(open it in a browser; training waits for your answers)")
             console.file.flush()
         try:
-            result = _progress_run(config.total_steps, lambda cb: train(config, str(out), resume=resume,
-                                                                        teacher=human_teacher, on_iteration=cb),
+            result = _progress_run(config.steps_run, lambda cb: train(config, str(out), resume=resume,
+                                                                      teacher=human_teacher, on_iteration=cb),
                                    "training")
         finally:
             if stop is not None:
                 stop()
+    except OSError as e:  # the labelling page's port is busy (checked before anything is written)
+        _fail(e.strerror or str(e))
     except (ValueError, PermissionError, TimeoutError) as e:
         _fail(str(e))
     png = plot_learning_curve(out, out / "curve.png", baseline=baseline)
-    _summary(result, f"{env} from {result.labels} {teacher} labels", baseline)
-    console.print(f"learning curve: {png}\nmetrics: {out / 'metrics.jsonl'}")
+    _summary(result, f"{config.env_id} from {result.labels} {config.teacher} labels", baseline)
+    _say(f"learning curve: {png}\nmetrics: {out / 'metrics.jsonl'}")
 
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     env: str = typer.Option("Pendulum-v1", help="gymnasium env id, e.g. Pendulum-v1, rlhfkit/CartPoleCos-v0, Hopper-v5."),
-    labels: Optional[int] = typer.Option(None, help="Label budget (comparisons). Default: 200."),
-    steps: Optional[int] = typer.Option(None, help="Env-step budget. Default: 50000."),
+    labels: int = typer.Option(200, help="Label budget (comparisons)."),
+    steps: int = typer.Option(50_000, help="Env-step budget (rounded down to whole rollouts; the banner says "
+                                           "how many run)."),
     teacher: str = typer.Option("oracle", help="oracle|stochastic|mistake|skip|equal|myopic (synthetic), or human "
                                 "(serves the labelling page and waits for a person's answers)."),
     seed: int = typer.Option(0, help="Random seed."),
-    out: Path = typer.Option(..., help="Run directory to write."),
-    resume: bool = typer.Option(False, help="Continue the run saved in --out."),
-    query: Optional[str] = typer.Option(None, help="Query selection: disagreement|random."),
+    out: Path = typer.Option(..., help="Run directory to write; an existing run there is refused unless "
+                                       "--resume or --overwrite."),
+    resume: bool = typer.Option(False, help="Continue the run saved in --out (its saved settings are used)."),
+    overwrite: bool = typer.Option(False, help="Start over in an --out that already holds a run."),
+    query: str = typer.Option("disagreement", help="Query selection: disagreement|random."),
     fragment_length: Optional[int] = typer.Option(None, help="Steps per fragment (default: the env's preset)."),
     baseline: Optional[Path] = typer.Option(None, help="A baseline run dir to draw on the learning curve."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config field: KEY=VALUE, "
@@ -140,7 +200,8 @@ def train_cmd(
     store: Optional[str] = typer.Option(None, help="--teacher human: preference store URL or SQLite path "
                                         "(default OUT/labels.sqlite)."),
     host: str = typer.Option("127.0.0.1", help="--teacher human: address of the labelling page."),
-    port: int = typer.Option(8000, help="--teacher human: port of the labelling page (0: any free port)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="--teacher human: port of the labelling page (0: any "
+                                                          "free port)."),
     token: Optional[str] = typer.Option(None, help="--teacher human: labeller token (required beyond 127.0.0.1)."),
     label_timeout: Optional[float] = typer.Option(3600.0, help="--teacher human: longest wait for one batch, s."),
     label_set: Optional[list[str]] = typer.Option(None, "--label-set", help="--teacher human: a HumanTeacher option, "
@@ -149,28 +210,30 @@ def train_cmd(
     """Learn a task from preferences: the true reward is seen only by a synthetic teacher, or a person."""
     human = {"store": store, "host": host, "port": port, "token": token, "timeout_s": label_timeout,
              "options": label_set}
-    _train(env, labels, steps, teacher, seed, out, resume, query, fragment_length, baseline, set_, human)
+    _train(env, labels, steps, teacher, seed, out, resume, query, fragment_length, baseline, set_, human,
+           overwrite=overwrite, ctx=ctx)
 
 
 @app.command("demo")
-def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="Run directory."),
+def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="Run directory (a previous demo there is replaced)."),
              seed: int = typer.Option(0, help="Random seed."),
              baseline: bool = typer.Option(True, help="Also run PPO on the true reward, for the curve.")) -> None:
     """The main job: Pendulum-v1 from 200 oracle labels and 50k env steps (and the true-reward baseline)."""
     base_dir = None
     if baseline:
         base_dir = out.parent / (out.name + "-baseline")
-        baseline_cmd(env="Pendulum-v1", steps=50_000, seed=seed, out=base_dir, set_=None)
-    _train("Pendulum-v1", 200, 50_000, "oracle", seed, out, False, None, None, base_dir)
+        baseline_cmd(env="Pendulum-v1", steps=50_000, seed=seed, out=base_dir, set_=None, overwrite=True)
+    _train("Pendulum-v1", 200, 50_000, "oracle", seed, out, False, None, None, base_dir, overwrite=True)
 
 
 @app.command("baseline")
 def baseline_cmd(
     env: str = typer.Option("Pendulum-v1", help="gymnasium env id."),
-    steps: Optional[int] = typer.Option(None, help="Env-step budget. Default: 50000."),
+    steps: int = typer.Option(50_000, help="Env-step budget (rounded down to whole rollouts)."),
     seed: int = typer.Option(0, help="Random seed."),
-    out: Path = typer.Option(..., help="Run directory to write."),
+    out: Path = typer.Option(..., help="Run directory to write; an existing run there is refused unless --overwrite."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config field: KEY=VALUE."),
+    overwrite: bool = typer.Option(False, help="Start over in an --out that already holds a run."),
 ) -> None:
     """PPO on the true reward with the same settings: the reference curve."""
     from rlhfkit.control.config import apply_overrides, make_config
@@ -181,9 +244,10 @@ def baseline_cmd(
 
     torch.set_num_threads(int(os.environ.get("RLHF_THREADS", "1")))
     try:
+        _check_out(out, False, overwrite)
         config = apply_overrides(make_config(env, total_steps=steps, seed=seed), set_ or [])
         config.validate()
-        result = _progress_run(config.total_steps, lambda cb: train_baseline(config, str(out), on_iteration=cb),
+        result = _progress_run(config.steps_run, lambda cb: train_baseline(config, str(out), on_iteration=cb),
                                "PPO on the true reward")
     except ValueError as e:
         _fail(str(e))
@@ -206,4 +270,4 @@ def eval_cmd(run: Path = typer.Argument(..., help="Run directory."),
         returns = evaluate_run(str(run), episodes, deterministic=not stochastic)
     except ValueError as e:
         _fail(str(e))
-    console.print(f"{run}: mean true return over {episodes} episodes {np.mean(returns):.1f} ± {np.std(returns):.1f}")
+    _say(f"{run}: mean true return over {episodes} episodes {np.mean(returns):.1f} ± {np.std(returns):.1f}")

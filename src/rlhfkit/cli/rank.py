@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -26,6 +27,19 @@ console = Console()
 def _fail(msg: str) -> None:
     console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
+
+
+_OPTION_OF_FIELD = {"prior_precision": "--prior-precision", "half_life": "--half-life", "tie_model": "--tie-model",
+                    "n_bootstrap": "--bootstrap", "level": "--level", "transform": "--transform"}
+"""RankConfig / reader field names → the options that set them, for error messages."""
+
+
+def _option_names(message: str) -> str:
+    """``message`` with RankConfig field names replaced by the command-line options that set them."""
+    for field, option in _OPTION_OF_FIELD.items():
+        if message.startswith(field + " "):
+            return option + message[len(field):]
+    return message
 
 
 def _pairs(specs: list[str], option: str) -> list[tuple[str, str]]:
@@ -47,7 +61,7 @@ def _leaderboard(ratings, top: int) -> Table:
     rows = ratings.table()
     for row in rows[:top] if top > 0 else rows:
         table.add_row(
-            str(row["rank"]), str(row["name"]), f"{row['strength']:+.3f}",
+            str(row["rank"]), Text(str(row["name"])), f"{row['strength']:+.3f}",
             *([f"[{row['lower']:+.2f}, {row['upper']:+.2f}]"] if has_ci else []),
             str(row["games"]), str(row["wins"]), str(row["losses"]),
             *([str(row["ties"])] if ratings.ties.any() else []),
@@ -126,10 +140,11 @@ def fit(
                                      covariates=_pairs(covariate or [], "--covariate"), transform=transform)
             n_data, kind = len(items), "games"
         console.print(f"{data}: {n_data} {kind} among {len(items.names)} items; "
-                      f"fitting{f' with {bootstrap} bootstrap refits' if bootstrap else ''}…")
+                      f"fitting{f' with {bootstrap} bootstrap refits' if bootstrap else ''}…", markup=False,
+                      highlight=False)
         ratings = (fit_plackett_luce if ranking is not None else fit_bradley_terry)(items, config)
     except (RankDataError, ValueError) as exc:
-        _fail(str(exc))
+        _fail(_option_names(str(exc)))
         return
     console.print(_leaderboard(ratings, top))
     notes = []
@@ -139,7 +154,7 @@ def fit(
         notes.append(f"Davidson tie parameter ν {ratings.nu:.3f}")
     notes += [f"{n} {c:+.3f}" for n, c in zip(ratings.feature_names, ratings.coef)]
     if notes:
-        console.print("; ".join(notes))
+        console.print("; ".join(notes), markup=False, highlight=False)
     out.mkdir(parents=True, exist_ok=True)
     ratings.to_csv(out / "ratings.csv")
     ratings.save(out / "ratings.json")
@@ -149,10 +164,13 @@ def fit(
     }, indent=2))
     written = ["ratings.csv", "ratings.json", "config.json"]
     if plots:
-        plot_strengths(ratings, out / "strengths.png", top=max(top, 1) if top > 0 else len(ratings.names))
-        plot_head_to_head(ratings, out / "head_to_head.png", top=heatmap_top)
+        model = ("Plackett-Luce" if ranking is not None else "Davidson" if ratings.nu else "Bradley-Terry")
+        what = f"{data.name}: {model}, {n_data} {kind}, {len(ratings.names)} items"
+        plot_strengths(ratings, out / "strengths.png", top=max(top, 1) if top > 0 else len(ratings.names),
+                       title=f"{what}\nstrengths (log-odds)")
+        plot_head_to_head(ratings, out / "head_to_head.png", top=heatmap_top, title=f"{what}\nP[row beats column]")
         written += ["strengths.png", "head_to_head.png"]
-    console.print(f"wrote {', '.join(written)} to {out}")
+    console.print(f"wrote {', '.join(written)} to {out}", markup=False, highlight=False)
 
 
 _PREDICT_HELP = {
@@ -166,6 +184,9 @@ _PREDICT_HELP = {
                  "(default: each item's latest covariates from the fit).",
     "transform": "Covariate transform used in the fit: log or identity.",
     "out": "Write the predictions as CSV here.",
+    "allow_unseen": "Predict with the prior for names the model has not seen even when they look like a "
+                    "misspelling of a known one (default for two names: refuse, and suggest the known name; "
+                    "with --data such names are listed with suggestions).",
 }
 _P = _PREDICT_HELP
 
@@ -181,6 +202,7 @@ def predict(
     covariate: Annotated[Optional[list[str]], typer.Option(help=_P["covariate"])] = None,
     transform: Annotated[str, typer.Option(help=_P["transform"])] = "log",
     out: Annotated[Optional[Path], typer.Option(help=_P["out"])] = None,
+    allow_unseen: Annotated[bool, typer.Option(help=_P["allow_unseen"])] = False,
 ) -> None:
     """Win (and tie) probabilities for new pairs; unseen names get the prior (strength 0 + covariates)."""
     from rlhfkit.rank import RankDataError, Ratings, read_comparisons
@@ -219,8 +241,9 @@ def predict(
         a = [pairs_read.names[i] for i in pairs_read.left]
         b = [pairs_read.names[i] for i in pairs_read.right]
         home_codes, feats_a, feats_b = pairs_read.home, pairs_read.features_left, pairs_read.features_right
-    probs = ratings.predict_outcomes(a, b, home=home_codes, features_a=feats_a, features_b=feats_b)  # (B, 3)
     seen = set(ratings.names)
+    _check_names([*a, *b], ratings.names, allow_unseen or data is not None)
+    probs = ratings.predict_outcomes(a, b, home=home_codes, features_a=feats_a, features_b=feats_b)  # (B, 3)
     table = Table(title=f"predictions from {model}")
     for col in ("left", "right", "P(left wins)", "P(right wins)", *(["P(tie)"] if ratings.nu else []), "note"):
         table.add_column(col, justify="left" if col in ("left", "right", "note") else "right")
@@ -228,7 +251,7 @@ def predict(
     for i, (x, y) in enumerate(zip(a, b)):
         note = ", ".join(f"{n} unseen (prior)" for n in (x, y) if n not in seen)
         cells = [f"{p:.3f}" for p in probs[i, : 2 + tie_cols]]
-        table.add_row(x, y, *cells, note)
+        table.add_row(Text(x), Text(y), *cells, Text(note))
         if i == 49 and len(a) > 50:
             table.add_row("…", f"{len(a) - 50} more", *[""] * (2 + tie_cols), "")
             break
@@ -239,4 +262,28 @@ def predict(
             writer.writerow(["left", "right", "p_left", "p_right", "p_tie"])
             for x, y, p in zip(a, b, probs):
                 writer.writerow([x, y, f"{p[0]:.6f}", f"{p[1]:.6f}", f"{p[2]:.6f}"])
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out}", markup=False, highlight=False)
+
+
+def _check_names(names: list[str], known: list[str], allow_unseen: bool) -> None:
+    """Refuse unseen names that look like misspellings of known ones (unless ``allow_unseen``):
+    an unseen name silently gets the prior, which a typo should not."""
+    import difflib
+
+    known_set = set(known)
+    lowered = {k.lower(): k for k in known}
+    unseen = sorted({n for n in names if n not in known_set})
+    suspicious = []
+    for name in unseen:
+        close = ([lowered[name.lower()]] if name.lower() in lowered else
+                 difflib.get_close_matches(name, known, n=3, cutoff=0.75))
+        if close:
+            suspicious.append(f"{name!r} (did you mean {' or '.join(repr(c) for c in close)}?)")
+    if suspicious and not allow_unseen:
+        _fail(f"unknown name{'s' if len(suspicious) > 1 else ''}: {'; '.join(suspicious[:10])}; pass "
+              "--allow-unseen to predict with the prior for names the model has not seen")
+    if suspicious:
+        console.print(f"names that look misspelt: {'; '.join(suspicious[:10])}", markup=False, highlight=False)
+    if unseen:
+        console.print(f"{len(unseen)} name(s) not in the model, predicted with the prior: "
+                      f"{', '.join(unseen[:10])}{' …' if len(unseen) > 10 else ''}", markup=False, highlight=False)

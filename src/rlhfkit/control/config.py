@@ -66,6 +66,12 @@ class TrainConfig:
         """Env steps per iteration: ``n_envs · n_steps``."""
         return self.ppo.n_envs * self.ppo.n_steps
 
+    @property
+    def steps_run(self) -> int:
+        """Env steps a run actually takes: :attr:`total_steps` rounded down to whole rollouts of
+        :attr:`rollout_steps` (``--steps 10000`` with 8 envs × 256 steps runs 8,192)."""
+        return self.rollout_steps * max(self.total_steps // self.rollout_steps, 1)
+
     def validate(self) -> None:
         """Check the budgets and names before any work starts.
 
@@ -95,8 +101,12 @@ class TrainConfig:
                 f"total_steps={self.total_steps} is less than two rollouts of {self.rollout_steps} steps "
                 f"(n_envs={self.ppo.n_envs} × n_steps={self.ppo.n_steps}); nothing would be trained"
             )
+        if self.query_selection not in ("random", "disagreement"):
+            raise ValueError(f"query_selection (--query) must be 'disagreement' or 'random', got "
+                             f"{self.query_selection!r}")
         if self.teacher not in TEACHERS and self.teacher != "human":
-            raise ValueError(f"unknown teacher {self.teacher!r}; choose one of {', '.join(TEACHERS)}")
+            raise ValueError(f"unknown teacher {self.teacher!r} (--teacher); choose one of {', '.join(TEACHERS)} "
+                             "or human")
         if self.fragment_length < 1 or self.fragment_length > self.ppo.n_steps:
             raise ValueError(f"fragment_length must be in [1, n_steps={self.ppo.n_steps}], got {self.fragment_length}")
         if self.horizon is not None and self.horizon < self.fragment_length:

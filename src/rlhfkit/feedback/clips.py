@@ -141,9 +141,14 @@ class ClipRenderer:
     Args:
         env_id: gymnasium id (its family must be in :data:`STATE_SETTERS`).
         frame_skip: render every ``frame_skip``-th step (playback keeps real time).
-        max_size: frames larger than this (pixels per side) are downscaled by an integer factor.
+        max_size: frames larger than this (pixels per side) are downscaled by an integer factor
+            (MuJoCo renders at ``min(max_size, 480)`` directly: software GL is slow). The page
+            shows clips at their own size, never blurrily enlarged, so this is the on-screen size.
         fmt: ``mp4`` (H.264) or ``webm`` (VP9).
         fps: frames per second; default the env's ``render_fps`` divided by ``frame_skip``.
+        min_seconds: a clip shorter than this in real time is played slower so it lasts this long
+            (a CartPole fragment of 25 steps is 0.5 s at 50 fps: too short to judge); 0 keeps
+            real time.
 
     The environment is created lazily, in the thread that first renders (MuJoCo's GL context
     belongs to the thread that made it), and kept for later clips.
@@ -152,8 +157,8 @@ class ClipRenderer:
         ValueError: for an env without a state setter, or bad arguments.
     """
 
-    def __init__(self, env_id: str, *, frame_skip: int = 1, max_size: int = 320,
-                 fmt: Literal["mp4", "webm"] = "mp4", fps: float | None = None) -> None:
+    def __init__(self, env_id: str, *, frame_skip: int = 1, max_size: int = 640,
+                 fmt: Literal["mp4", "webm"] = "mp4", fps: float | None = None, min_seconds: float = 1.5) -> None:
         self.setter = state_setter_for(env_id)
         if frame_skip < 1:
             raise ValueError(f"frame_skip must be >= 1, got {frame_skip}")
@@ -161,6 +166,9 @@ class ClipRenderer:
             raise ValueError(f"fmt must be 'mp4' or 'webm', got {fmt!r}")
         if max_size < 16:
             raise ValueError(f"max_size must be >= 16 pixels, got {max_size}")
+        if not min_seconds >= 0:
+            raise ValueError(f"min_seconds must be >= 0, got {min_seconds}")
+        self.min_seconds = float(min_seconds)
         self.env_id, self.frame_skip, self.max_size, self.fmt, self._fps = env_id, frame_skip, max_size, fmt, fps
         self._env: Any = None
 
@@ -172,13 +180,17 @@ class ClipRenderer:
         # first env and render of every renderer happen under one lock.
         with _MAKE_LOCK:
             os.environ.setdefault("MUJOCO_GL", "egl")
+            # offscreen frames need no display or sound: without these SDL (pygame) looks for one
+            # and prints "XDG_RUNTIME_DIR is invalid or not set" on a headless machine
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+            os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
             import gymnasium as gym
 
             if self.env_id not in gym.registry and self.env_id.startswith("rlhfkit/"):
                 import rlhfkit.control.envs  # noqa: F401  (registers rlhfkit/CartPoleCos-v0)
             kwargs: dict[str, Any] = {}
             if getattr(self.setter, "mujoco", False):  # render at the clip's size: software GL is slow
-                kwargs = {"width": self.max_size, "height": self.max_size}
+                kwargs = {"width": min(self.max_size, 480), "height": min(self.max_size, 480)}
             env = gym.make(self.env_id, render_mode="rgb_array", **kwargs)
             env.reset(seed=0)
             env.render()
@@ -187,11 +199,17 @@ class ClipRenderer:
 
     @property
     def fps(self) -> float:
-        """Playback frames per second (real time by default)."""
+        """Real-time frames per second (or the ``fps`` given)."""
         if self._fps is not None:
             return float(self._fps)
         env = self._make()
         return float(env.metadata.get("render_fps", 30)) / self.frame_skip
+
+    def playback_fps(self, n_frames: int) -> float:
+        """Frames per second of a clip of ``n_frames``: :attr:`fps`, slowed so it lasts ``min_seconds``."""
+        if self._fps is not None or self.min_seconds == 0:
+            return self.fps
+        return min(self.fps, max(n_frames, 1) / self.min_seconds)
 
     def frames(self, fragment: Fragment) -> np.ndarray:
         """``(F, H, W, 3)`` uint8 frames of ``fragment``, ``F = ceil(T / frame_skip)``; H, W even."""
@@ -242,7 +260,7 @@ class ClipRenderer:
             codec, params = "libx264", ["-preset", "veryfast", "-crf", "26", "-movflags", "+faststart"]
         else:
             codec, params = "libvpx-vp9", ["-deadline", "realtime", "-cpu-used", "8", "-b:v", "0", "-crf", "40"]
-        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=self.fps, codec=codec, quality=None,
+        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=self.playback_fps(len(frames)), codec=codec, quality=None,
                                     pixelformat="yuv420p", macro_block_size=2, ffmpeg_params=params,
                                     ffmpeg_log_level="error")
         try:

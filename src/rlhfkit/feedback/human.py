@@ -158,6 +158,7 @@ class HumanTeacher:
         url: the labelling URL to show in the progress line.
         show_progress: print progress (rich) while waiting.
         name: recorded on every comparison.
+        label_budget: the run's label budget (comparisons), shown on the page with the count so far.
 
     Raises:
         ValueError: for bad arguments, or ``render`` with an env that has no state setter.
@@ -167,7 +168,7 @@ class HumanTeacher:
     env_id: str | None = None
     render: bool = True
     frame_skip: int = 1
-    max_size: int = 320
+    max_size: int = 640
     fmt: Literal["mp4", "webm"] = "mp4"
     labels_per_query: int = 1
     timeout_s: float | None = 3600.0
@@ -179,6 +180,9 @@ class HumanTeacher:
     show_progress: bool = True
     name: str = "human"
     on_progress: Callable[[dict[str, Any]], None] | None = None
+    label_budget: int | None = None
+    _state: str = field(default="starting", init=False, repr=False)
+    _labelled: int | None = field(default=None, init=False, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _renderers: dict[int, Any] = field(default_factory=dict, init=False, repr=False)
     _n_batches: int = field(default=0, init=False, repr=False)
@@ -202,6 +206,16 @@ class HumanTeacher:
             ClipRenderer(self.env_id, frame_skip=self.frame_skip, max_size=self.max_size, fmt=self.fmt)  # checks
         self.store.fragments_dir  # noqa: B018 - raises early for a store without a data_dir
 
+    def status(self) -> dict[str, Any]:
+        """What the run is doing, for the page: ``state`` (``starting``: the agent collects its first
+        experience; ``labelling``: a batch waits for answers; ``training``: the agent learns from
+        them; ``finished``), ``labelled`` (comparisons this run has collected, resumed runs
+        included) and ``budget`` (:attr:`label_budget`, or None)."""
+        if self._labelled is None:  # a resumed run: its earlier batches are closed queries in the store
+            prefix = f"{self.name}-"
+            self._labelled = sum(q.batch.startswith(prefix) for q in self.store.queries(status="closed"))
+        return {"state": self._state, "labelled": self._labelled, "budget": self.label_budget}
+
     # -- the Teacher protocol -----------------------------------------------------------------
 
     def label(self, pairs: Sequence[Pair], priorities: Sequence[float] | None = None) -> list[Outcome]:
@@ -222,6 +236,8 @@ class HumanTeacher:
         prio = [float(B - i) for i in range(B)] if priorities is None else [float(p) for p in priorities]
         if len(prio) != B:
             raise ValueError(f"got {len(prio)} priorities for {B} pairs")
+        self.status()  # count the earlier batches before this one is posted
+        self._state = "labelling"
         self._n_batches += 1
         batch = f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         frag_rel = f"fragments/{batch}.npz"
@@ -242,7 +258,11 @@ class HumanTeacher:
                 fut: Future = Future()
                 fut.set_result(qid)
                 posted[i] = fut
-        answers = self._wait(batch, B, posted)
+        try:
+            answers = self._wait(batch, B, posted)
+        finally:
+            self._state = "training"
+        self._labelled = (self._labelled or 0) + B
         return [answers[i] for i in range(B)]
 
     # -- internals ----------------------------------------------------------------------------
@@ -352,7 +372,8 @@ class HumanTeacher:
         return combine_outcomes(outcomes) if outcomes else Outcome.SKIP
 
     def close(self) -> None:
-        """Stop the render threads and close their environments."""
+        """Stop the render threads and close their environments; the page then says the run is over."""
+        self._state = "finished"
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

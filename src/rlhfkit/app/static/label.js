@@ -16,13 +16,28 @@
   let acks = 0;           // answers and undos the server acknowledged (tests wait on it)
   let statusTimer = null;
   let view = 0;           // bumped by every show(): a late long poll must not replace a newer view
+  let run = null;         // what the training run is doing ({state, labelled, budget}), when there is one
+  let failures = 0;       // consecutive failed polls (the server may be gone: the run ended)
+  const EMPTY = {
+    starting: "The agent is collecting its first experience; the first pair appears here in a moment.",
+    labelling: "Nothing is waiting for you right now; new queries appear here as soon as they are posted.",
+    training: "The agent is training on your answers. New pairs appear here as soon as it needs more.",
+    finished: "The run is over — thank you! Every answer you gave is saved. You can close this tab.",
+  };
 
   async function api(path, payload) {
-    const res = await fetch(path, {
-      method: "POST", cache: "no-store",
-      headers: { "Content-Type": "application/json", "X-Label-Token": token },
-      body: JSON.stringify(payload || {}),
-    });
+    let res;
+    try {
+      res = await fetch(path, {
+        method: "POST", cache: "no-store",
+        headers: { "Content-Type": "application/json", "X-Label-Token": token },
+        body: JSON.stringify(payload || {}),
+      });
+    } catch (e) {
+      const err = new Error("Cannot reach the labelling server (has the run ended?). Your saved answers are safe.");
+      err.network = true;
+      throw err;
+    }
     let data = null;
     try { data = await res.json(); } catch (e) { data = null; }
     if (!res.ok) throw new Error((data && data.error) || `the server answered HTTP ${res.status}`);
@@ -37,9 +52,16 @@
     statusTimer = setTimeout(() => { el.className = "status"; }, kind === "error" ? 6000 : 1500);
   }
 
-  function setProgress(p) {
+  function setProgress(p, r) {
+    if (r !== undefined) run = r;
     if (!p) return;
-    $("progress").textContent = `${p.answered} answered · ${p.waiting} waiting`;
+    let text = `${p.answered} answered · ${p.waiting} waiting`;
+    if (run && run.budget) text += ` · run: ${run.labelled} of ${run.budget} labels`;
+    $("progress").textContent = text;
+  }
+
+  function emptyMessage() {
+    return EMPTY[(run && run.state) || "labelling"] || EMPTY.labelling;
   }
 
   function mediaUrl(path) {
@@ -141,6 +163,9 @@
     main.dataset.showId = q ? String(q.show_id) : "";
     main.dataset.kind = q ? q.kind : "";
     $("empty").hidden = !!q;
+    $("empty").textContent = emptyMessage();
+    $("title").textContent = !q ? "Waiting for queries" : q.kind === "ranking" ? "Rank these, best first"
+      : "Which is better?";
     $("pair").hidden = !q || q.kind === "ranking";
     $("ranking").hidden = !q || q.kind !== "ranking";
     $("pair-buttons").hidden = !!q && q.kind === "ranking";
@@ -154,8 +179,13 @@
       prompt.hidden = true; prompt.textContent = "";
     }
     if (!q) {
-      body.dataset.state = "empty";
       setEnabled(false);
+      if (run && run.state === "finished") {  // the end of the run: stop polling, say so
+        body.dataset.state = "finished";
+        $("title").textContent = "Done — thank you!";
+        return;
+      }
+      body.dataset.state = "empty";
       pollTimer = setTimeout(() => load(20), 50);  // long poll: the server answers when a query arrives
       return;
     }
@@ -174,13 +204,21 @@
     const seen = view;
     try {
       const d = await api("/api/next", waitS ? { wait_s: waitS } : {});
+      failures = 0;
       if (seen !== view) return;  // an undo showed something meanwhile (its query stays leased to us)
-      setProgress(d.progress);
+      setProgress(d.progress, d.run);
       show(d.query);
     } catch (e) {
       if (seen !== view) return;
-      setStatus(e.message, "error");
-      pollTimer = setTimeout(load, 3000);
+      failures += 1;
+      if (e.network && !current) {  // keep the message on screen, not in a passing toast
+        $("empty").hidden = false;
+        $("empty").textContent = `${e.message} Trying again…`;
+        body.dataset.state = "offline";
+      } else {
+        setStatus(e.message, "error");
+      }
+      pollTimer = setTimeout(() => load(20), Math.min(30000, 2000 * failures));
     }
   }
 
@@ -198,7 +236,7 @@
       const d = await api("/api/label", payload);
       acks += 1; body.dataset.acks = String(acks);
       $("reason").value = "";
-      setProgress(d.progress);
+      setProgress(d.progress, d.run);
       setStatus(d.duplicate ? "Already saved." : `Saved: ${NAMES[outcome]}.`, "ok");
       show(d.query);
     } catch (e) {
@@ -215,7 +253,7 @@
     try {
       const d = await api("/api/undo");
       acks += 1; body.dataset.acks = String(acks);
-      setProgress(d.progress);
+      setProgress(d.progress, d.run);
       setStatus("Last answer undone: answer it again.", "ok");
       show(d.query);
     } catch (e) {
