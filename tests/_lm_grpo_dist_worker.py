@@ -76,7 +76,7 @@ def main() -> None:
     prompts = [PromptExample(f"Q: {i}+{2 * i}= A:", {}) for i in range(16)]
     args = TrainArgs(lr=1e-2, max_steps=a.steps, max_length=32, warmup_ratio=0.0, seed=0)
     record: dict = {"num_processes": acc.num_processes}
-    for name, extra in (("grpo", {}), ("grpo_mu2_micro", {"num_iterations": 2, "mini_batches": 2}),
+    for name, extra in (("grpo", {}), ("grpo_mu2_micro", {"num_iterations": 2, "mini_batches": 3}),
                         ("reinforce_pp_seq", {"estimator": "reinforce_pp", "aggregation": "sequence_mean"})):
         torch.manual_seed(0)
         model = load_causal_lm(a.model)

@@ -303,6 +303,7 @@ def test_grpo_raises_the_reward_of_a_toy_task(char_dir, tok):
         assert key in seen, key
     assert "policy/kl" not in seen  # β = 0: no reference model
     assert result.completions == 60 * 4 * 8 and result.trained_tokens > result.completion_tokens > 0
+    assert 0 < result.computed_tokens < result.trained_tokens  # the last steps' groups all score 1: skipped
     assert result.wall_s == pytest.approx(result.generate_s + result.reward_s + result.train_s, rel=0.2)
 
 
@@ -391,3 +392,23 @@ def test_lora_policy_uses_its_base_model_as_the_reference(char_dir, tok):
     kls = [h["policy/kl"] for h in r.history]
     assert kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 1e-4  # adapters off = the reference
     assert all(torch.equal(v, base[k]) for k, v in model.state_dict().items() if k in base)  # only adapters train
+
+
+def test_skipping_groups_without_signal_changes_no_update(char_dir, tok):
+    # β = 0 skips groups whose rewards are all equal; a vanishing β keeps every group in the forward pass
+    # (the KL term needs them) and adds nothing measurable: the two runs must end with the same weights
+    def coarse(prompts, completions, completion_ids, **kw):  # many groups score all 0 or all 1
+        return [float(sum(t < 64 for t in ids) >= 2) for ids in completion_ids]
+
+    runs = []
+    for beta in (0.0, 1e-12):
+        model = load_causal_lm(char_dir)
+        args = TrainArgs(lr=1e-2, max_steps=4, max_length=32, warmup_ratio=0.0, seed=0)
+        r = train_grpo(model, tok, _prompts(), [RewardFunction("coarse", coarse)], args,
+                       GRPOSettings(num_generations=4, prompts_per_step=4, max_new_tokens=6, beta=beta))
+        runs.append((model, r))
+    (a, ra), (b, rb) = runs
+    assert any(0 < h["reward/zero_std_fraction"] < 1 for h in ra.history if "reward/mean" in h)
+    assert ra.computed_tokens < rb.computed_tokens == rb.trained_tokens == ra.trained_tokens
+    for (k, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(v, w, atol=1e-6, rtol=1e-5, msg=k)

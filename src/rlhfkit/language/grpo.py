@@ -144,8 +144,12 @@ class GRPOResult:
     completions: int = 0
     completion_tokens: int = 0
     trained_tokens: int = 0
-    """Real tokens through the training forward passes (prompt + completion; a shared prompt counts
-    once per completion, as in a one-sequence-per-row trainer)."""
+    """Tokens of the sequences the updates were taken over (prompt + completion of every completion,
+    once per pass; a shared prompt counts once per completion, as in a one-sequence-per-row
+    trainer). Groups without signal count too: their gradient is exactly zero, known without a
+    forward pass."""
+    computed_tokens: int = 0
+    """Tokens through the training forward passes: as ``trained_tokens`` less the skipped groups."""
 
     @property
     def completions_per_s(self) -> float:
@@ -366,10 +370,11 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
         # without a KL term a group whose advantages are all 0 (equal rewards) adds nothing to the loss or its
         # gradient: it stays out of the forward pass, its tokens stay in the normalisers (the same update)
         idle = (advantages.view(-1, G) == 0).all(-1).tolist() if s.beta == 0 else [False] * len(batch)
-        metrics, trained = _update(model, opt, acc, groups, mask, advantages, old, ref, idle, s, args,
-                                   lambda k: args.lr * lr_factor(opt_step + k), micro_groups, score, pad_id)
-        opt_step += s.num_iterations * min(s.mini_batches, len(batch))
-        result.trained_tokens += trained
+        metrics, computed, updates = _update(model, opt, acc, groups, mask, advantages, old, ref, idle, s, args,
+                                            lambda k: args.lr * lr_factor(opt_step + k), micro_groups, score, pad_id)
+        opt_step += updates
+        result.computed_tokens += computed
+        result.trained_tokens += s.num_iterations * sum(len(e) for g in groups for e in g)
         step_metrics = _reduce_metrics(metrics, acc)
         t3 = time.perf_counter()
         step += 1
@@ -431,9 +436,9 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
 def _update(model: Any, opt: torch.optim.Optimizer, acc: Any, groups: list[list[Encoded]], mask: Tensor,
             advantages: Tensor, old: Tensor | None, ref: Tensor | None, idle: list[bool], s: GRPOSettings,
             args: TrainArgs, lr_at: Callable[[int], float], micro_groups: int, score: dict[str, Any],
-            pad_id: int) -> tuple[dict[str, list[float]], int]:
+            pad_id: int) -> tuple[dict[str, list[float]], int, int]:
     """μ passes over one generation batch, each in ``mini_batches`` optimiser steps of whole groups;
-    returns the metrics of every update and the tokens trained on.
+    returns the metrics of every update, the tokens through the forward passes and the number of updates.
 
     Mini-batch ``j`` holds the groups whose index in the whole batch (over all processes) is ``j``
     modulo ``mini_batches``, so that the updates do not depend on the number of processes.
@@ -487,7 +492,7 @@ def _update(model: Any, opt: torch.optim.Optimizer, acc: Any, groups: list[list[
             opt.step()
             opt.zero_grad(set_to_none=True)
             k_step += 1
-    return metrics, trained
+    return metrics, trained, k_step
 
 
 _STEP_METRICS = ("loss/policy", "train/grad_norm", "policy/clip_fraction", "policy/approx_kl",
