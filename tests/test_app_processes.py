@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -62,10 +63,10 @@ class Client:
             self.conn.close()
             self.conn = None
 
-    def run(self, n_labels: int) -> None:
-        """Answer ``n_labels`` queries (fewer if none are left)."""
+    def run(self, n_labels: int, more: Callable[[], bool] | None = None) -> None:
+        """Answer ``n_labels`` queries (fewer if none are left), and go on while ``more()`` holds."""
         q = self.post("/api/next", {})["query"]
-        while len(self.acked) < n_labels:
+        while len(self.acked) < n_labels or (more is not None and more()):
             if q is None:
                 q = self.post("/api/next", {"wait_s": 0.5})["query"]
                 if q is None:
@@ -79,14 +80,15 @@ class Client:
         self.close()
 
 
-def run_clients(ports: list[int], tokens: list[str], n_labels: int, seconds: float) -> tuple[list[Client], list[str]]:
+def run_clients(ports: list[int], tokens: list[str], n_labels: int, seconds: float,
+                more: Callable[[], bool] | None = None) -> tuple[list[Client], list[str]]:
     deadline = time.monotonic() + seconds
     clients = [Client(ports[i % len(ports)], tok, i, deadline) for i, tok in enumerate(tokens)]
     errors: list[str] = []
 
     def go(c: Client) -> None:
         try:
-            c.run(n_labels)
+            c.run(n_labels, more)
         except Exception as e:  # noqa: BLE001 - reported
             errors.append(f"{type(e).__name__}: {e}")
 
@@ -171,7 +173,7 @@ def test_two_server_processes_on_one_store_label_exactly(store_location: str) ->
 def test_acknowledged_labels_survive_sigkills_in_flight(store_location: str) -> None:
     """8 clients over 2 server processes; a random one is SIGKILLed every 0.3-0.7 s while requests are
     in flight, and restarted on its port. Every acknowledged label is stored, exactly once."""
-    tokens = setup_store(store_location, 8, 400, 2)
+    tokens = setup_store(store_location, 8, 2000, 2)
     ports = [free_port(), free_port()]
     procs = [spawn_server(store_location, p, TOKEN, labeller="ann") for p in ports]
     kills, stop = [], threading.Event()
@@ -190,7 +192,8 @@ def test_acknowledged_labels_survive_sigkills_in_flight(store_location: str) -> 
     k = threading.Thread(target=killer)
     k.start()
     try:
-        clients, errors = run_clients(ports, tokens, 60, seconds=240)
+        # the clients label until the killer has done 4 kills (a fast machine would finish 60 labels first)
+        clients, errors = run_clients(ports, tokens, 60, seconds=240, more=lambda: len(kills) < 4)
     finally:
         stop.set()
         k.join()

@@ -136,11 +136,11 @@ def test_bad_row_names_file_line_and_field_and_skip_bad_runs(tiny, tmp_path):
     ("sft", ["--data", "{tmp}/nope.jsonl"], "no such data file: {tmp}/nope.jsonl"),
     ("sft", ["--model", "{tmp}"], "--model {tmp} is not a Hugging Face model directory (no config.json)"),
     ("rm", ["--heads", "0"], "--heads must be at least 1, got 0"),
-    ("dpo", ["--loss", "kto"], "loss_type must be sigmoid, cdpo or ipo, got 'kto'"),
+    ("dpo", ["--loss", "kto"], "--loss must be sigmoid, cdpo or ipo, got 'kto'"),
     ("dpo", ["--beta", "0"], "beta must be positive"),
     ("dpo", ["--ref", "{tmp}"], "--ref {tmp} is not a Hugging Face model directory"),
     ("sft", ["--lr", "-1"], "lr must be positive, got -1.0"),
-    ("rm", ["--val-fraction", "1"], "val_fraction must be in [0, 1)"),
+    ("rm", ["--val-fraction", "1"], "--val-fraction must be in [0, 1)"),
     ("rm", ["--out", "{tmp}/taken"], "--out {tmp}/taken exists and is not an rlhfkit run directory"),
 ])
 def test_bad_input_exits_2_before_training(tiny, tmp_path, command, extra, message):

@@ -14,12 +14,16 @@ installed), ``curves.png``, ``train_args.json`` and ``summary.json``.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from contextlib import contextmanager
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -30,21 +34,78 @@ DATA_HELP = "Data file: JSONL, JSON, Parquet or a local `datasets` directory (TR
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(msg)}")  # paths and data are text, never markup
     raise typer.Exit(2)
 
 
+# settings fields → the options that set them, so that an error speaks the command line's words
+_OPTION_NAMES = {"loss_type": "--loss", "label_smoothing": "--label-smoothing", "batch_size": "--batch-size",
+                 "micro_batch_size": "--micro-batch-size", "max_length": "--max-length", "max_steps": "--max-steps",
+                 "val_fraction": "--val-fraction", "eval_every": "--eval-every", "warmup_ratio": "--warmup-ratio",
+                 "weight_decay": "--weight-decay", "lora_r": "--lora-r", "num_generations": "--num-generations",
+                 "prompts_per_step": "--prompts-per-step", "num_iterations": "--num-iterations",
+                 "mini_batches": "--mini-batches", "max_new_tokens": "--max-new-tokens",
+                 "aggregation": "--loss-aggregation", "clip_range_high": "--clip-range-high",
+                 "clip_range": "--clip-range", "ratio_level": "--ratio-level", "kl_estimator": "--kl-estimator",
+                 "top_p": "--top-p", "top_k": "--top-k", "max_train_s": "--max-train-s",
+                 "log_completions_every": "--log-completions-every", "save_every": "--save-every",
+                 "max_grad_norm": "--max-grad-norm"}
+
+
+def option_names(message: str) -> str:
+    """A settings error in the words of the command line (``loss_type`` → ``--loss``)."""
+    for field in sorted(_OPTION_NAMES, key=len, reverse=True):
+        message = re.sub(rf"\b{field}\b", _OPTION_NAMES[field], message)
+    return message
+
+
+@contextmanager
+def run_directory(out: Path):
+    """Remove ``out`` again if this run created it and fails before its first training step: a run that
+    fails at once leaves nothing half-made (one that fails later keeps its metrics and checkpoints)."""
+    created = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if created and _is_main() and not _trained(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _trained(out: Path) -> bool:
+    """Whether ``out/metrics.jsonl`` records a finished training step."""
+    path = out / "metrics.jsonl"
+    if not path.is_file():
+        return False
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) >= 1:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 def _load(path: Path, kind: str, skip_bad: bool) -> Any:
-    from rlhfkit.language.data import DataError, load_data
+    from rlhfkit.language.data import load_data
+
+    return loaded(lambda: load_data(path, kind=kind, skip_bad=skip_bad), path, skip_bad)
+
+
+def loaded(read: Any, path: Path, skip_bad: bool) -> Any:
+    """``read()`` a data file, turning a missing file or a bad row into a one-line error and
+    reporting the rows ``--skip-bad`` skipped."""
+    from rlhfkit.language.data import DataError
 
     try:
-        data = load_data(path, kind=kind, skip_bad=skip_bad)
+        data = read()
     except FileNotFoundError:
         _fail(f"no such data file: {path}")
     except DataError as e:
         _fail(f"{e}" + ("" if skip_bad else "\n(pass --skip-bad to skip bad rows and count them)"))
     if data.skipped:
-        console.print(f"[yellow]skipped {data.skipped} bad rows of {path}[/]; the first: {data.errors[0]}")
+        console.print(f"[yellow]skipped {data.skipped} bad rows of {escape(str(path))}[/]; the first: "
+                      f"{escape(data.errors[0])}")
     return data
 
 
@@ -54,7 +115,7 @@ def _args(**kw: Any) -> Any:
     try:
         return TrainArgs(**kw)
     except ValueError as e:
-        _fail(str(e))
+        _fail(option_names(str(e)))
 
 
 def _run(title: str, fn: Any) -> Any:
@@ -91,9 +152,14 @@ def _finish(out: Path, fitted: Any, model: Any, tokenizer: Any, held_out: dict[s
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in summary.items():
-        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+        table.add_row(escape(k), f"{v:.4f}" if isinstance(v, float) else escape(str(v)))
     console.print(table)
-    console.print(f"model, metrics.jsonl and curves.png in {out}")
+    console.print(f"model, metrics.jsonl and curves.png in {escape(str(out))}")
+
+
+def _held_out_counts(held_out: Any) -> dict[str, int]:
+    """How many ``--eval-file`` rows were scored and how many were skipped as bad (``--skip-bad``)."""
+    return {"held_out/rows_scored": len(held_out.examples), "held_out/rows_skipped": held_out.skipped}
 
 
 def _common(model: Path, data: Path, out: Path) -> None:
@@ -157,7 +223,7 @@ def _split(examples: list, args: Any) -> tuple[list, list]:
 
 
 # options shared by the trainers (typer needs them spelled out per command)
-LR = Opt(None, help="Peak learning rate (default per trainer).")
+THREADS = Opt(0, help="Torch threads (0: every core, or OMP_NUM_THREADS when set).")
 EPOCHS = Opt(1.0, help="Passes over the training split.")
 MAX_STEPS = Opt(0, help="Exactly this many optimiser steps (overrides --epochs).")
 BATCH = Opt(16, help="Examples (pairs) per optimiser step, over all processes.")
@@ -177,11 +243,13 @@ SKIP = Opt(False, help="Skip bad rows (and count them).")
 
 @app.command("sft")
 def sft_cmd(model: Path = Opt(..., help="Model directory."), data: Path = Opt(..., help=DATA_HELP),
-            out: Path = Opt(..., help="Output directory."), lr: Optional[float] = LR, epochs: float = EPOCHS,
+            out: Path = Opt(..., help="Output directory."), lr: float = Opt(3e-4, help="Peak learning rate."),
+            epochs: float = EPOCHS,
             max_steps: int = MAX_STEPS, batch_size: int = BATCH, micro_batch_size: int = MICRO,
             max_length: int = MAXLEN, val_fraction: float = VALF, eval_every: int = EVAL_EVERY,
             patience: int = PATIENCE, weight_decay: float = WD, warmup_ratio: float = WARMUP, seed: int = SEED,
-            lora_r: int = LORA, gradient_checkpointing: bool = GC, skip_bad: bool = SKIP) -> None:
+            lora_r: int = LORA, gradient_checkpointing: bool = GC, skip_bad: bool = SKIP,
+            threads: int = THREADS) -> None:
     """Supervised fine-tuning on completions (preference data: on the chosen responses)."""
     from rlhfkit.language.data import sft_from_preferences
     from rlhfkit.language.models import apply_lora, load_causal_lm, load_tokenizer
@@ -189,21 +257,22 @@ def sft_cmd(model: Path = Opt(..., help="Model directory."), data: Path = Opt(..
     from rlhfkit.language.train import save_args, set_threads
 
     _common(model, data, out)
-    args = _train_options(lr or 3e-4, epochs, max_steps, batch_size, micro_batch_size, max_length, val_fraction,
+    args = _train_options(lr, epochs, max_steps, batch_size, micro_batch_size, max_length, val_fraction,
                           eval_every, patience, weight_decay, warmup_ratio, seed, lora_r, gradient_checkpointing)
     loaded = _load(data, "auto", skip_bad)
     examples = sft_from_preferences(loaded.examples) if loaded.kind == "preference" else loaded.examples
     if loaded.kind not in ("preference", "sft"):
         _fail(f"SFT needs prompt/completion, text, messages or preference rows; {data} holds {loaded.kind} data")
-    set_threads()
+    set_threads(threads)
     tok, lm = load_tokenizer(model), load_causal_lm(model)
     if args.lora_r:
         lm = apply_lora(lm, args.lora_r, args.lora_alpha)
     train, val = _split(examples, args)
-    if _is_main():
-        save_args(out, train=args, model=str(model), data=str(data))
-    fitted = _run("SFT", lambda p: train_sft(lm, tok, train, val, args, out=out, progress=p))
-    _finish(out, fitted, fitted.model, tok, {}, "SFT")
+    with run_directory(out):
+        if _is_main():
+            save_args(out, train=args, model=str(model), data=str(data))
+        fitted = _run("SFT", lambda p: train_sft(lm, tok, train, val, args, out=out, progress=p))
+    _finish(out, fitted, fitted.model, tok, {"skipped_rows": loaded.skipped}, "SFT")
 
 
 @app.command("rm")
@@ -213,11 +282,13 @@ def rm_cmd(model: Path = Opt(..., help="Model directory (the SFT model, or any c
            pooling: str = Opt("last", help="last: the head at the EOS (what HF loaders do); mean: the mean of "
                                            "per-token head outputs over the response; sum: their sum "
                                            "(length-aware)."),
-           eval_file: Optional[Path] = EVAL_FILE, lr: Optional[float] = LR, epochs: float = EPOCHS,
+           eval_file: Optional[Path] = EVAL_FILE, lr: float = Opt(1e-4, help="Peak learning rate."),
+           epochs: float = EPOCHS,
            max_steps: int = MAX_STEPS, batch_size: int = BATCH, micro_batch_size: int = MICRO,
            max_length: int = MAXLEN, val_fraction: float = VALF, eval_every: int = EVAL_EVERY,
            patience: int = PATIENCE, weight_decay: float = WD, warmup_ratio: float = WARMUP, seed: int = SEED,
-           lora_r: int = LORA, gradient_checkpointing: bool = GC, skip_bad: bool = SKIP) -> None:
+           lora_r: int = LORA, gradient_checkpointing: bool = GC, skip_bad: bool = SKIP,
+           threads: int = THREADS) -> None:
     """Fit a reward model (Bradley-Terry on pairs, ties ½, Plackett-Luce on ranked lists)."""
     from rlhfkit.language.models import apply_lora, load_reward_model, load_tokenizer
     from rlhfkit.language.reward import encode_preferences, evaluate_reward_model, train_reward_model
@@ -228,28 +299,32 @@ def rm_cmd(model: Path = Opt(..., help="Model directory (the SFT model, or any c
         _fail(f"--heads must be at least 1, got {heads}")
     if pooling not in ("last", "mean", "sum"):
         _fail(f"--pooling must be last, mean or sum, got {pooling!r}")
-    args = _train_options(lr or 1e-4, epochs, max_steps, batch_size, micro_batch_size, max_length, val_fraction,
+    args = _train_options(lr, epochs, max_steps, batch_size, micro_batch_size, max_length, val_fraction,
                           eval_every, patience, weight_decay, warmup_ratio, seed, lora_r, gradient_checkpointing)
     loaded = _load(data, "auto", skip_bad)
     if loaded.kind not in ("preference", "ranked"):
         _fail(f"a reward model needs preference pairs or ranked lists; {data} holds {loaded.kind} data")
     held_out = _load(eval_file, "auto", skip_bad) if eval_file else None
-    set_threads()
+    set_threads(threads)
     tok = load_tokenizer(model)
-    rm = load_reward_model(model, num_heads=heads, pad_token_id=tok.pad_token_id, pooling=pooling)
+    try:
+        rm = load_reward_model(model, num_heads=heads, pad_token_id=tok.pad_token_id, pooling=pooling)
+    except ValueError as e:
+        _fail(f"--pooling: {e}")
     if args.lora_r:
         rm = apply_lora(rm, args.lora_r, args.lora_alpha, task="SEQ_CLS")
     train, val = _split(loaded.examples, args)
-    if _is_main():
-        save_args(out, train=args, model=str(model), data=str(data), heads=heads)
-    fitted = _run("reward model", lambda p: train_reward_model(rm, tok, train, val, args, out=out, progress=p))
+    with run_directory(out):
+        if _is_main():
+            save_args(out, train=args, model=str(model), data=str(data), heads=heads)
+        fitted = _run("reward model", lambda p: train_reward_model(rm, tok, train, val, args, out=out, progress=p))
     held = {}
     if held_out is not None:
         fitted.model.eval()
         ev = evaluate_reward_model(fitted.model, tok.pad_token_id,
                                    encode_preferences(tok, held_out.examples, args.max_length))
-        held = {k.replace("val/", "held_out/"): v for k, v in ev.items()}
-    _finish(out, fitted, fitted.model, tok, held, "reward model")
+        held = {**{k.replace("val/", "held_out/"): v for k, v in ev.items()}, **_held_out_counts(held_out)}
+    _finish(out, fitted, fitted.model, tok, {"skipped_rows": loaded.skipped, **held}, "reward model")
 
 
 @app.command("dpo")
@@ -259,11 +334,13 @@ def dpo_cmd(model: Path = Opt(..., help="Policy to start from (usually the SFT m
             beta: float = Opt(0.1, help="β: KL strength / implicit reward scale."),
             loss: str = Opt("sigmoid", help="sigmoid (DPO), cdpo (conservative DPO) or ipo."),
             label_smoothing: float = Opt(0.0, help="cDPO's label-flip probability ε."),
-            eval_file: Optional[Path] = EVAL_FILE, lr: Optional[float] = LR, epochs: float = EPOCHS,
+            eval_file: Optional[Path] = EVAL_FILE, lr: float = Opt(5e-5, help="Peak learning rate."),
+            epochs: float = EPOCHS,
             max_steps: int = MAX_STEPS, batch_size: int = BATCH, micro_batch_size: int = MICRO,
             max_length: int = MAXLEN, val_fraction: float = VALF, eval_every: int = EVAL_EVERY,
             patience: int = PATIENCE, weight_decay: float = WD, warmup_ratio: float = WARMUP, seed: int = SEED,
-            lora_r: int = LORA, gradient_checkpointing: bool = GC, skip_bad: bool = SKIP) -> None:
+            lora_r: int = LORA, gradient_checkpointing: bool = GC, skip_bad: bool = SKIP,
+            threads: int = THREADS) -> None:
     """Direct preference optimisation (DPO, cDPO or IPO) against a frozen reference."""
     from rlhfkit.language.dpo import DPOSettings, evaluate_dpo, train_dpo
     from rlhfkit.language.models import apply_lora, load_causal_lm, load_tokenizer
@@ -275,28 +352,29 @@ def dpo_cmd(model: Path = Opt(..., help="Policy to start from (usually the SFT m
     try:
         settings = DPOSettings(beta=beta, loss_type=loss, label_smoothing=label_smoothing)  # type: ignore[arg-type]
     except ValueError as e:
-        _fail(str(e))
+        _fail(option_names(str(e)))
     if loss == "cdpo" and label_smoothing == 0:
         settings = replace(settings, label_smoothing=0.1)
-    args = _train_options(lr or 5e-5, epochs, max_steps, batch_size, micro_batch_size, max_length, val_fraction,
+    args = _train_options(lr, epochs, max_steps, batch_size, micro_batch_size, max_length, val_fraction,
                           eval_every, patience, weight_decay, warmup_ratio, seed, lora_r, gradient_checkpointing)
     loaded = _load(data, "preference", skip_bad)
     held_out = _load(eval_file, "preference", skip_bad) if eval_file else None
-    set_threads()
+    set_threads(threads)
     tok, policy = load_tokenizer(model), load_causal_lm(model)
     ref_model = load_causal_lm(ref) if ref is not None else None
     if args.lora_r:
         policy = apply_lora(policy, args.lora_r, args.lora_alpha)
     train, val = _split(loaded.examples, args)
-    if _is_main():
-        save_args(out, train=args, dpo=settings, model=str(model), ref=str(ref or model), data=str(data))
     # a separate reference copy is needed only to score --eval-file after training; without one,
     # train_dpo takes the reference log-probs from the policy before its first update
     reference = ref_model if ref_model is not None or held_out is None else load_causal_lm(model)
-    fitted = _run("DPO", lambda p: train_dpo(policy, tok, train, val, args, settings, ref_model=reference, out=out,
-                                             progress=p))
+    with run_directory(out):
+        if _is_main():
+            save_args(out, train=args, dpo=settings, model=str(model), ref=str(ref or model), data=str(data))
+        fitted = _run("DPO", lambda p: train_dpo(policy, tok, train, val, args, settings, ref_model=reference,
+                                                 out=out, progress=p))
     held = {}
     if held_out is not None:
         ev = evaluate_dpo(fitted.model, reference, tok, held_out.examples, settings, args.max_length)
-        held = {k.replace("val/", "held_out/"): v for k, v in ev.items()}
-    _finish(out, fitted, fitted.model, tok, held, "DPO")
+        held = {**{k.replace("val/", "held_out/"): v for k, v in ev.items()}, **_held_out_counts(held_out)}
+    _finish(out, fitted, fitted.model, tok, {"skipped_rows": loaded.skipped, **held}, "DPO")

@@ -584,29 +584,47 @@ def load_data(
         raise DataError(str(path), None, None, "no rows")
     kind, (_, parse, record) = _detect(str(path), columns, kind)
     cols = set(columns)
-    out = LoadedData(kind=kind, examples=[], path=str(path))
+
+    def make(row: dict, line: int) -> Any:
+        fields = parse(row, cols, assistant_marker)
+        try:
+            return record(**fields, source=f"{path}:{line}")
+        except ValueError as exc:  # the record's own checks; the parsers should catch these first
+            raise _Bad(None, str(exc)) from None
+
+    examples, skipped, errors = _rows_to_records(str(path), rows, unit, make, skip_bad)
+    return LoadedData(kind=kind, examples=examples, path=str(path), skipped=skipped, errors=errors)
+
+
+def _rows_to_records(path: str, rows: list[tuple[int, Any]], unit: str, make: Any,
+                     skip_bad: bool) -> tuple[list[Any], int, list[str]]:
+    """``make(row, line)`` for every row: ``(records, skipped, first errors)``.
+
+    A row that is malformed or not an object, or for which ``make`` raises ``_Bad``, raises a
+    :class:`DataError` naming the file, line and field — or with ``skip_bad`` is counted and skipped.
+
+    Raises:
+        DataError: for a bad row (unless ``skip_bad``) or when no row is usable.
+    """
+    records: list[Any] = []
+    skipped, errors = 0, []
     for line, row in rows:
         try:
             if isinstance(row, _Bad):
                 raise row
             if not isinstance(row, dict):
                 raise _Bad(None, f"expected an object with fields, got {type(row).__name__}")
-            fields = parse(row, cols, assistant_marker)
-            try:
-                example = record(**fields, source=f"{path}:{line}")
-            except ValueError as exc:  # the record's own checks; the parsers should catch these first
-                raise _Bad(None, str(exc)) from None
-            out.examples.append(example)
+            records.append(make(row, line))
         except _Bad as bad:
-            err = DataError(str(path), line, bad.field, bad.reason, unit=unit)
+            err = DataError(path, line, bad.field, bad.reason, unit=unit)
             if not skip_bad:
                 raise err from None
-            out.skipped += 1
-            if len(out.errors) < _MAX_ERRORS:
-                out.errors.append(str(err))
-    if not out.examples:
-        raise DataError(str(path), None, None, f"all {out.skipped} rows are bad; the first: {out.errors[0]}")
-    return out
+            skipped += 1
+            if len(errors) < _MAX_ERRORS:
+                errors.append(str(err))
+    if not records:
+        raise DataError(path, None, None, f"all {skipped} rows are bad; the first: {errors[0]}")
+    return records, skipped, errors
 
 
 # ----------------------------------------------------------------------------------------------

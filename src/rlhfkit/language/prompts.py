@@ -20,7 +20,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
-from rlhfkit.language.data import _MAX_ERRORS, DataError, Text, _Bad, _read, _text
+from rlhfkit.language.data import DataError, Text, _Bad, _read, _rows_to_records, _text
 
 __all__ = ["PromptData", "PromptExample", "encode_prompt", "encode_prompts", "load_prompts"]
 
@@ -71,30 +71,20 @@ def load_prompts(path: str | os.PathLike, *, prompt_column: str = "prompt", skip
         raise DataError(str(path), None, None, f"no {prompt_column!r} column (the columns are: "
                                                f"{', '.join(columns) or 'none'}); online RL needs a prompt per row")
     extra = [c for c in columns if c != prompt_column]
-    out = PromptData([], extra, str(path))
-    for line, row in rows:
+
+    def make(row: dict, line: int) -> PromptExample:
+        value = row.get(prompt_column)
+        if value is None:
+            raise _Bad(prompt_column, "missing")
         try:
-            if isinstance(row, _Bad):
-                raise row
-            if not isinstance(row, dict):
-                raise _Bad(None, f"expected an object with fields, got {type(row).__name__}")
-            value = row.get(prompt_column)
-            if value is None:
-                raise _Bad(prompt_column, "missing")
             prompt = _text(value, prompt_column, response=True)
-            prompt = prompt if isinstance(prompt, str) else tuple(prompt)
-            out.examples.append(PromptExample(prompt, {c: row.get(c) for c in extra}, f"{path}:{line}"))
         except _Bad as bad:
-            reason = "empty prompt" if bad.reason.endswith("empty response") else bad.reason
-            err = DataError(str(path), line, bad.field, reason, unit=unit)
-            if not skip_bad:
-                raise err from None
-            out.skipped += 1
-            if len(out.errors) < _MAX_ERRORS:
-                out.errors.append(str(err))
-    if not out.examples:
-        raise DataError(str(path), None, None, f"all {out.skipped} rows are bad; the first: {out.errors[0]}")
-    return out
+            raise _Bad(bad.field, "empty prompt" if bad.reason.endswith("empty response") else bad.reason) from None
+        return PromptExample(prompt if isinstance(prompt, str) else tuple(prompt), {c: row.get(c) for c in extra},
+                             f"{path}:{line}")
+
+    examples, skipped, errors = _rows_to_records(str(path), rows, unit, make, skip_bad)
+    return PromptData(examples, extra, str(path), skipped, errors)
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[Any], max_length: int) -> list[tuple[int, ...]]:

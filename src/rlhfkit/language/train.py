@@ -338,7 +338,7 @@ def fit(model: Any, train_items: Sequence[Any], val_items: Sequence[Any], *,
                     log.write(ev_record)
                     result.history.append(ev_record)
                     score = sign * ev[select[0]]
-                    if score < best_score:
+                    if score <= best_score:  # a tie keeps the later, longer-trained weights
                         best_score, best_record, bad_evals = score, ev_record, 0
                         best_state = copy.deepcopy(acc.unwrap_model(model).state_dict())
                     else:
@@ -429,7 +429,9 @@ def save_args(out: str | Path, **sections: Any) -> None:
                                                           default=str))
 
 
-def set_threads() -> None:
-    """Use every core for intra-op parallelism unless ``OMP_NUM_THREADS`` says otherwise."""
-    if "OMP_NUM_THREADS" not in os.environ:
+def set_threads(threads: int = 0) -> None:
+    """Intra-op threads: ``threads`` when given, else every core unless ``OMP_NUM_THREADS`` says otherwise."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(os.cpu_count() or 1)
