@@ -24,7 +24,6 @@ the parts of ``gen_s``; ``fwd_bwd_s`` is ``training_step`` time minus the genera
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import os

@@ -89,14 +89,19 @@ class SyntheticTeacher:
         """Answer each pair; see the class docstring for the model."""
         if not pairs:
             return []
-        r = np.array([[self.returns(a), self.returns(b)] for a, b in pairs])  # (B, 2)
+        return self.answer(np.array([[self.returns(a), self.returns(b)] for a, b in pairs]))  # (B, 2)
+
+    def answer(self, r: np.ndarray) -> list[Outcome]:
+        """Answer pairs given their returns ``(B, 2)`` (left, right) with the teacher's knobs — the part
+        shared by every synthetic teacher, whatever it compares (fragments, texts)."""
+        r = np.asarray(r, dtype=np.float64).reshape(-1, 2)
         diff = r[:, 0] - r[:, 1]
         if self.beta is None:
             left = diff > 0
         else:
             p_left = 0.5 * (1.0 + np.tanh(0.5 * self.beta * diff))  # σ(β Δ), overflow-free
-            left = self._rng.random(len(pairs)) < p_left
-        flip = self._rng.random(len(pairs)) < self.epsilon
+            left = self._rng.random(len(r)) < p_left
+        flip = self._rng.random(len(r)) < self.epsilon
         left = left ^ flip
         out = np.where(left, int(Outcome.LEFT), int(Outcome.RIGHT))
         if self.beta is None:

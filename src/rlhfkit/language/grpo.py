@@ -23,7 +23,8 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,10 +33,20 @@ import torch
 from torch import Tensor
 
 from rlhfkit.checkpoints import load_training_state, save_training_state
-from rlhfkit.language.generation import Generator, HFGenerator, Rollout, SamplingParams
-from rlhfkit.language.logprobs import Encoded, can_pack, packed_token_logprobs, run_packed, unflatten_tokens
+from rlhfkit.language.generation import Generator, HFGenerator, SamplingParams
+from rlhfkit.language.logprobs import Encoded
+from rlhfkit.language.online import (
+    OnlineResult,
+    PromptStream,
+    completion_logprobs,
+    evaluate_greedy,
+    reduce_metrics,
+    reward_stats,
+    rollout_groups,
+    score_rollout,
+)
 from rlhfkit.language.prompts import PromptExample, encode_prompts
-from rlhfkit.language.rewards import RewardFunction, check_columns, score_completions
+from rlhfkit.language.rewards import RewardFunction, check_columns
 from rlhfkit.language.train import TrainArgs, chunk_budget, lr_schedule, make_accelerator, make_optimizer
 from rlhfkit.metrics import MetricsLog
 from rlhfkit.rl import GROUP_ESTIMATORS, LOSS_AGGREGATIONS, aggregate_loss, group_advantages, grpo_token_loss
@@ -128,99 +139,8 @@ class GRPOSettings:
         return SamplingParams(self.num_generations, self.max_new_tokens, self.temperature, self.top_p, self.top_k)
 
 
-@dataclass
-class GRPOResult:
-    """What :func:`train_grpo` returns. Times in seconds; the three parts add up to ``wall_s``
-    (less bookkeeping), evaluation excluded."""
-
-    model: Any
-    history: list[dict[str, Any]] = field(default_factory=list)
-    steps: int = 0
-    wall_s: float = 0.0
-    generate_s: float = 0.0
-    reward_s: float = 0.0
-    train_s: float = 0.0
-    eval_s: float = 0.0
-    completions: int = 0
-    completion_tokens: int = 0
-    trained_tokens: int = 0
-    """Tokens of the sequences the updates were taken over (prompt + completion of every completion,
-    once per pass; a shared prompt counts once per completion, as in a one-sequence-per-row
-    trainer). Groups without signal count too: their gradient is exactly zero, known without a
-    forward pass."""
-    computed_tokens: int = 0
-    """Tokens through the training forward passes: as ``trained_tokens`` less the skipped groups."""
-
-    @property
-    def completions_per_s(self) -> float:
-        """Completions sampled per second of training wall time."""
-        return self.completions / self.wall_s if self.wall_s else 0.0
-
-    @property
-    def trained_tokens_per_s(self) -> float:
-        """Trained tokens per second of training wall time."""
-        return self.trained_tokens / self.wall_s if self.wall_s else 0.0
-
-
-class _Prompts:
-    """An endless, seeded stream of prompt indices: a fresh permutation every epoch; resumable."""
-
-    def __init__(self, n: int, seed: int, epoch: int = 0, position: int = 0):
-        self.n, self.seed, self.epoch, self.position = n, seed, epoch, position
-        self._order = np.random.default_rng([seed, epoch]).permutation(n)
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        while len(out) < k:
-            if self.position == self.n:
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-            out.append(int(self._order[self.position]))
-            self.position += 1
-        return out
-
-
-def _decode(tokenizer: Any, rollout: Rollout, conversational: bool) -> list[Any]:
-    texts = tokenizer.batch_decode([rollout.completion(i) for i in range(rollout.n_completions)],
-                                   skip_special_tokens=True)
-    return [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
-
-
-def _completion_logprobs(model: Any, groups: Sequence[Sequence[Encoded]], pad_id: int, T: int, *,
-                         temperature: float, max_tokens: int, share_prefix: bool) -> Tensor:
-    """``(S, T)`` log-probs of the completion tokens of every sequence of ``groups`` (group order)."""
-    def fn(pb: Any) -> Tensor:
-        return unflatten_tokens(packed_token_logprobs(model, pb, temperature=temperature), pb, T)
-
-    return run_packed(fn, groups, pad_id, max_tokens=max_tokens, share_prefix=share_prefix and can_pack(model))
-
-
-def evaluate_greedy(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rewards: Sequence[RewardFunction],
-                    *, max_new_tokens: int, max_length: int = 1024, batch_size: int = 256) -> dict[str, float]:
-    """Mean reward of greedy completions of held-out prompts: ``eval/reward`` and ``eval/<function>``.
-
-    Raises:
-        RewardError: as :func:`rlhfkit.language.rewards.score_completions`.
-    """
-    generator = HFGenerator(model, pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id,
-                            batch_size=batch_size)
-    ids = encode_prompts(tokenizer, [p.prompt for p in prompts], max_length)
-    rollout = generator.generate(ids, SamplingParams(1, max_new_tokens, temperature=0.0), seed=0)
-    conversational = not isinstance(prompts[0].prompt, str)
-    columns = {k: [p.columns.get(k) for p in prompts] for k in prompts[0].columns}
-    total, per = score_completions(rewards, [p.prompt for p in prompts], _decode(tokenizer, rollout, conversational),
-                                   {**columns, "completion_ids": [list(rollout.completion(i)) for i in range(len(ids))]})
-    out = {"eval/reward": float(total.mean())}
-    for f, rf in enumerate(rewards):
-        out[f"eval/{rf.name}"] = float(per[:, f].nanmean())
-    return out
-
-
-def _stats(prefix: str, x: Tensor) -> dict[str, float]:
-    x = x[~x.isnan()]
-    if not len(x):
-        return {}
-    return {f"{prefix}/mean": float(x.mean()), f"{prefix}/std": float(x.std()) if len(x) > 1 else 0.0}
+GRPOResult = OnlineResult
+"""What :func:`train_grpo` returns (:class:`rlhfkit.language.online.OnlineResult`)."""
 
 
 def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rewards: Sequence[RewardFunction],
@@ -282,7 +202,7 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
     max_prompt = args.max_length - s.max_new_tokens
     if max_prompt < 1:
         raise ValueError(f"max_length ({args.max_length}) must exceed max_new_tokens ({s.max_new_tokens})")
-    pad_id, conversational = tokenizer.pad_token_id, not isinstance(prompts[0].prompt, str)
+    pad_id = tokenizer.pad_token_id
     prompt_ids = encode_prompts(tokenizer, [p.prompt for p in prompts], max_prompt)
     total = args.max_steps or math.ceil(args.epochs * len(prompts) / P)
     opt_steps_total = total * s.num_iterations * s.mini_batches
@@ -299,13 +219,13 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
     model.train()
     opt = make_optimizer(model, args)
     lr_factor = lr_schedule(args, opt_steps_total)
-    stream, step, opt_step, result_wall = _Prompts(len(prompts), args.seed), 0, 0, 0.0
+    stream, step, opt_step, result_wall = PromptStream(len(prompts), args.seed), 0, 0, 0.0
     if resume:
         if run is None or not (run / "checkpoint" / "state.json").is_file():
             raise ValueError(f"cannot resume: no checkpoint in {run}/checkpoint")
         state = load_training_state(run / "checkpoint", model, opt)
         step, opt_step, result_wall = state["step"], state["opt_step"], state.get("train_wall_s", 0.0)
-        stream = _Prompts(len(prompts), args.seed, state["epoch"], state["position"])
+        stream = PromptStream(len(prompts), args.seed, state["epoch"], state["position"])
     model, opt = acc.prepare(model, opt)
     policy = acc.unwrap_model(model)
     gen = generator or HFGenerator(policy, pad_id=pad_id, eos_id=tokenizer.eos_token_id, share_prompt=s.share_prompt)
@@ -313,7 +233,6 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
     result = GRPOResult(policy)
     max_tokens = chunk_budget(model, args)
     micro_groups = max(1, args.micro_batch_size // G) if args.micro_batch_size else 0
-    columns = list(prompts[0].columns)
 
     def run_eval() -> None:
         if evaluate is None and not eval_prompts:
@@ -341,11 +260,8 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
         gen.sync(policy)
         rollout = gen.generate([prompt_ids[i] for i in batch], s.sampling, seed=args.seed * 1_000_003 + step)
         t1 = time.perf_counter()
-        texts = _decode(tokenizer, rollout, conversational)
-        rep = [i for i in batch for _ in range(G)]
-        cols = {k: [prompts[i].columns.get(k) for i in rep] for k in columns}
-        cols["completion_ids"] = [list(rollout.completion(j)) for j in range(rollout.n_completions)]
-        reward, per_func = score_completions(rewards, [prompts[i].prompt for i in rep], texts, cols)  # (n,), (n, F)
+        scored = score_rollout(tokenizer, rollout, batch, prompts, rewards)
+        texts, rep, reward, per_func = scored.texts, scored.prompts, scored.rewards, scored.per_function  # (n,), (n, F)
         all_rewards = acc.gather(reward) if world > 1 else reward  # (P·G,): the batch scale needs every group
         all_per_func = acc.gather(per_func) if world > 1 else per_func  # (P·G, F), for the metrics
         advantages = group_advantages(all_rewards.view(-1, G).double(), s.estimator, scale=s.scale).float()
@@ -354,19 +270,18 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
 
         mask = rollout.completion_mask & (rollout.finished[:, None] if s.mask_truncated else True)  # (n, T)
         T = mask.shape[1]
-        groups = [[Encoded(rollout.prompt_of(j) + rollout.completion(j), len(rollout.prompt_of(j)))
-                   for j in range(g * G, (g + 1) * G)] for g in range(len(batch))]
+        groups = rollout_groups(rollout)
         score = dict(temperature=s.temperature, max_tokens=max_tokens, share_prefix=args.share_prefix)
         old = ref = None
         with torch.no_grad():
             if s.num_iterations > 1 or s.mini_batches > 1:
-                old = _completion_logprobs(model, groups, pad_id, T, **score)
+                old = completion_logprobs(model, groups, pad_id, T, **score)[0]
             if s.beta > 0:
                 if reference is not None:
-                    ref = _completion_logprobs(reference, groups, pad_id, T, **score)
+                    ref = completion_logprobs(reference, groups, pad_id, T, **score)[0]
                 else:
                     with policy.disable_adapter():
-                        ref = _completion_logprobs(model, groups, pad_id, T, **score)
+                        ref = completion_logprobs(model, groups, pad_id, T, **score)[0]
         # without a KL term a group whose advantages are all 0 (equal rewards) adds nothing to the loss or its
         # gradient: it stays out of the forward pass, its tokens stay in the normalisers (the same update)
         idle = (advantages.view(-1, G) == 0).all(-1).tolist() if s.beta == 0 else [False] * len(batch)
@@ -375,7 +290,7 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
         opt_step += updates
         result.computed_tokens += computed
         result.trained_tokens += s.num_iterations * sum(len(e) for g in groups for e in g)
-        step_metrics = _reduce_metrics(metrics, acc)
+        step_metrics = reduce_metrics(metrics, acc, _STEP_METRICS, summed=("loss/policy",))
         t3 = time.perf_counter()
         step += 1
         result.generate_s += t1 - t0
@@ -385,9 +300,9 @@ def train_grpo(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], rew
         result.completion_tokens += int(rollout.lengths.sum())
         grouped = all_rewards.view(-1, G)
         record: dict[str, Any] = {
-            "step": step, **_stats("reward", all_rewards),
+            "step": step, **reward_stats("reward", all_rewards),
             "reward/zero_std_fraction": float((grouped.amax(-1) == grouped.amin(-1)).float().mean()),
-            **{k: v for f, rf in enumerate(rewards) for k, v in _stats(f"reward/{rf.name}", all_per_func[:, f]).items()},
+            **{k: v for f, rf in enumerate(rewards) for k, v in reward_stats(f"reward/{rf.name}", all_per_func[:, f]).items()},
             "completions/mean_length": float(rollout.lengths.float().mean()),
             "completions/clipped_ratio": float((~rollout.finished).float().mean()),
             **step_metrics,
@@ -464,14 +379,14 @@ def _update(model: Any, opt: torch.optim.Optimizer, acc: Any, groups: list[list[
             step_loss = 0.0
             for k, part in enumerate(micro):
                 idx = torch.from_numpy(np.concatenate([np.arange(g * G, (g + 1) * G) for g in part]))
-                lp = _completion_logprobs(model, [groups[g] for g in part], pad_id, T, **score)  # (m, T)
+                lp = completion_logprobs(model, [groups[g] for g in part], pad_id, T, **score)[0]  # (m, T)
                 loss_t, m = grpo_token_loss(
                     lp, old[idx] if old is not None else lp.detach(), advantages[idx], mask[idx],
                     clip_range=s.clip_range, clip_range_high=s.clip_range_high, ratio_level=s.ratio_level,
                     ref_logprobs=ref[idx] if ref is not None else None, beta=s.beta, kl_estimator=s.kl_estimator)
                 loss = aggregate_loss(loss_t, mask[idx], s.aggregation, n_tokens=float(norm[0]),
                                       n_sequences=float(norm[1]), max_completion_length=s.max_new_tokens)
-                with acc.no_sync(model) if k < len(micro) - 1 else _null():
+                with acc.no_sync(model) if k < len(micro) - 1 else nullcontext():
                     acc.backward(loss * (0.0 if dummy else world))  # DDP averages gradients over processes
                 if dummy:
                     break
@@ -497,26 +412,3 @@ def _update(model: Any, opt: torch.optim.Optimizer, acc: Any, groups: list[list[
 
 _STEP_METRICS = ("loss/policy", "train/grad_norm", "policy/clip_fraction", "policy/approx_kl",
                  "policy/clip_low_fraction", "policy/clip_high_fraction", "policy/kl")
-
-
-def _reduce_metrics(metrics: dict[str, list[float]], acc: Any) -> dict[str, float]:
-    """A step's metrics: the mean over its updates (and micro-batches); over processes the loss adds up
-    (each process holds its share of it), the other metrics are averaged over what each process ran."""
-    sums = torch.tensor([[sum(metrics.get(k, [])), len(metrics.get(k, []))] for k in _STEP_METRICS],
-                        dtype=torch.float64)  # (K, 2): the same keys on every process
-    if acc.num_processes > 1:
-        sums = acc.reduce(sums, reduction="sum")
-    out = {}
-    for i, k in enumerate(_STEP_METRICS):
-        total, n = float(sums[i, 0]), float(sums[i, 1])
-        if n:
-            out[k] = total / (n / acc.num_processes) if k == "loss/policy" else total / n
-    return out
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None

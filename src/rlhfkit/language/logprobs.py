@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["CHUNK_TOKENS", "Encoded", "PackedBatch", "PaddedBatch", "can_pack", "encode", "forward", "length_chunks",
-           "pack", "packed_logprobs", "packed_token_logprobs", "pad", "run_chunked", "run_packed", "sequence_logprobs", "shared_prefix_length",
+           "pack", "packed_logprobs", "packed_token_logprobs", "packed_token_outputs", "pad", "run_chunked", "run_packed", "sequence_logprobs", "shared_prefix_length",
            "token_logprobs", "unflatten_tokens"]
 
 
@@ -49,21 +49,25 @@ class Encoded:
 def encode(tokenizer: Any, prompt: str, completion: str, *, max_length: int, add_eos: bool = True) -> Encoded:
     """Tokenise one (prompt, completion) pair (see the module docstring for the layout and truncation).
 
-    The prompt is encoded with the tokenizer's special tokens (a BOS if it adds one), the
-    completion without, and ``tokenizer.eos_token_id`` is appended when ``add_eos``.
+    The prompt is encoded with the tokenizer's special tokens (a BOS if it adds one; an encoder's
+    ``[CLS] … [SEP]``), the completion without, and the end token is appended when ``add_eos``:
+    ``tokenizer.eos_token_id``, or for an encoder tokenizer without one (BERT, DeBERTa) its
+    ``sep_token_id`` — ``[CLS] prompt [SEP] completion [SEP]``, the pair layout encoders are trained on.
 
     Raises:
         ValueError: for ``max_length < 2``, an empty completion, or ``add_eos`` with a tokenizer
-            that has no EOS token.
+            that has neither an EOS nor a SEP token.
     """
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2, got {max_length}")
     p_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"]) if prompt else []
     c_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
     if add_eos:
-        if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token or pass add_eos=False")
-        c_ids.append(tokenizer.eos_token_id)
+        end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else getattr(tokenizer, "sep_token_id", None)
+        if end is None:
+            raise ValueError("the tokenizer has neither an EOS nor a SEP token; set tokenizer.eos_token or pass "
+                             "add_eos=False")
+        c_ids.append(end)
     if not c_ids:
         raise ValueError("empty completion: nothing to score")
     truncated = len(p_ids) + len(c_ids) > max_length
@@ -372,17 +376,29 @@ def packed_token_logprobs(model: Any, batch: PackedBatch, *, temperature: float 
     long prompts. With ``temperature`` ``τ`` the logits are divided by ``τ`` first: the
     log-probabilities of the tempered policy that sampled the tokens (GRPO, PPO).
     """
+    return packed_token_outputs(model, batch, temperature=temperature)[0]
+
+
+def packed_token_outputs(model: Any, batch: PackedBatch, *, temperature: float = 1.0,
+                         return_hidden: bool = False) -> tuple[Tensor, Tensor | None]:
+    """:func:`packed_token_logprobs` ``(M,)`` and, with ``return_hidden``, the final hidden state at each
+    position that predicts a completion token, ``(M, D)`` — what a value head reads (PPO's ``V(s_t)``)."""
     head = _plain_lm_head(model)
     predictors = batch.completion - 1  # the token before each completion token, in the same segment
+    hidden = None
     if head is not None:
         keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(_inner(model).forward).parameters else {}
-        hidden = forward(model, batch, output_hidden_states=True, **keep).hidden_states[-1]  # (R, T, D)
-        logits = head(hidden.flatten(0, 1)[predictors])  # (M, V)
+        hidden = forward(model, batch, output_hidden_states=True, **keep).hidden_states[-1].flatten(0, 1)[predictors]
+        logits = head(hidden)  # (M, V)
     else:
-        logits = forward(model, batch).logits.flatten(0, 1)[predictors]
+        out = forward(model, batch, output_hidden_states=return_hidden)
+        logits = out.logits.flatten(0, 1)[predictors]
+        if return_hidden:
+            hidden = out.hidden_states[-1].flatten(0, 1)[predictors]
     if temperature != 1.0:
         logits = logits / temperature
-    return _target_logprobs(logits, batch.input_ids.flatten()[batch.completion])  # (M,)
+    lp = _target_logprobs(logits, batch.input_ids.flatten()[batch.completion])  # (M,)
+    return lp, (hidden if return_hidden else None)
 
 
 def unflatten_tokens(values: Tensor, batch: PackedBatch, length: int | None = None) -> Tensor:

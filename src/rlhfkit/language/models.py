@@ -74,11 +74,14 @@ def load_reward_model(model_dir: str | Path, *, num_heads: int | None = None, pa
     score of a sequence is the head's output at its last non-padding token (the EOS), or with
     ``pooling="mean"`` the mean of the head's outputs over the response tokens, or with ``"sum"``
     their sum (recorded in the config as ``reward_pooling``; see
-    :func:`rlhfkit.language.reward.score`).
+    :func:`rlhfkit.language.reward.score`). Any ``AutoModelForSequenceClassification`` directory
+    works: an encoder (BERT, DeBERTa — OpenAssistant's reward models) has no per-token head and
+    pools its first token (``[CLS]``) itself, recorded as ``reward_pooling = "first"``.
 
     Raises:
         FileNotFoundError: if the directory holds no model.
-        ValueError: for a pooling other than ``last``, ``mean`` or ``sum``.
+        ValueError: for a pooling other than ``last``, ``mean`` or ``sum`` (for an encoder: other
+            than its own first-token pooling).
     """
     import json
 
@@ -97,7 +100,12 @@ def load_reward_model(model_dir: str | Path, *, num_heads: int | None = None, pa
     # name the heads: the saved config then records their number (transformers omits default labels)
     model.config.id2label = {i: f"reward_{i}" for i in range(num_heads)}
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}
-    if pooling is not None:
+    if not hasattr(model, "score"):  # an encoder (BERT, DeBERTa): its head pools the first token ([CLS]) itself
+        if pooling not in (None, "last", "first"):
+            raise ValueError(f"pooling {pooling!r} needs a per-token score head; {type(model).__name__} pools its "
+                             "first token itself (use the default pooling)")
+        model.config.reward_pooling = "first"
+    elif pooling is not None:
         if pooling not in ("last", "mean", "sum"):
             raise ValueError(f"pooling must be 'last', 'mean' or 'sum', got {pooling!r}")
         model.config.reward_pooling = pooling

@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["RewardError", "RewardFunction", "RewardModelReward", "check_columns", "exact_match", "load_reward_function", "regex_reward",
+__all__ = ["RewardError", "RewardFunction", "RewardModelReward", "check_columns", "exact_match", "segment_scores",
+           "token_ends", "load_reward_function", "regex_reward",
            "score_completions"]
 
 
@@ -254,3 +255,58 @@ def score_completions(functions: Sequence[RewardFunction], prompts: Sequence[Any
     weights = torch.tensor([rf.weight for rf in functions], dtype=torch.float32)
     rewards = (values * weights).nan_to_num(0.0).sum(-1) if functions else torch.zeros(N)
     return rewards, values
+
+
+def token_ends(tokenizer: Any, completion_ids: Sequence[int]) -> list[int]:
+    """For each token of a completion, the length of the decoded text up to and including it
+    (special tokens dropped): the character offset at which that token ends."""
+    return [len(tokenizer.decode(list(completion_ids[:k + 1]), skip_special_tokens=True))
+            for k in range(len(completion_ids))]
+
+
+def segment_scores(functions: Sequence[RewardFunction], tokenizer: Any, prompts: Sequence[Any],
+                   completions: Sequence[Any], completion_ids: Sequence[Sequence[int]],
+                   columns: dict[str, Sequence[Any]], length: int) -> Tensor:
+    """Fine-grained rewards (Wu et al. 2023) as a dense ``(N, length)`` tensor of per-token rewards.
+
+    A segment reward function has the usual signature but returns, for each completion, a list of
+    ``(end, score)`` pairs: a segment (a sentence, an answer, a span it marks) ending at character
+    ``end`` of the completion text and its score. The score lands on the token that holds the
+    segment's last character (:func:`rlhfkit.rl.segment_rewards`), weighted by the function's weight;
+    scores of several functions on one token add up.
+
+    Raises:
+        RewardError: naming the function, if it raises, returns the wrong number of lists, or a list
+            entry that is not ``(end, score)`` with ``0 < end`` and a finite score.
+    """
+    from rlhfkit.rl import segment_rewards
+
+    N = len(completions)
+    ends: list[list[int]] = [[] for _ in range(N)]
+    scores: list[list[float]] = [[] for _ in range(N)]
+    offsets = [token_ends(tokenizer, ids) for ids in completion_ids]
+    for rf in functions:
+        try:
+            out = rf.func(list(prompts), list(completions), completion_ids=completion_ids, **columns)
+        except Exception as e:
+            raise RewardError(f"segment reward function {rf.name} raised {type(e).__name__}: {e}") from e
+        if not isinstance(out, Sequence) or len(out) != N:
+            raise RewardError(f"segment reward function {rf.name} must return one list of (end, score) per "
+                              f"completion ({N}), got {type(out).__name__}"
+                              f"{f' of {len(out)}' if isinstance(out, Sequence) else ''}")
+        for i, segments in enumerate(out):
+            for seg in segments:
+                try:
+                    end, score = int(seg[0]), float(seg[1])
+                except (TypeError, ValueError, IndexError):
+                    raise RewardError(f"segment reward function {rf.name}: completion {i} has {seg!r}; expected "
+                                      "(end, score)") from None
+                if end < 1 or not math.isfinite(score):
+                    raise RewardError(f"segment reward function {rf.name}: completion {i} has end {end} and score "
+                                      f"{score}; need end >= 1 and a finite score")
+                token = next((k for k, e in enumerate(offsets[i]) if e >= end), len(offsets[i]) - 1)
+                if token < 0:
+                    continue  # an empty completion has no token to hold a segment
+                ends[i].append(token)
+                scores[i].append(rf.weight * score)
+    return segment_rewards(ends, scores, (N, length))
