@@ -10,6 +10,10 @@ never enters the project's environment). Runs are sequential, so both share the 
 
     .venv/bin/python bench/control.py                       # everything, 3 seeds
     .venv/bin/python bench/control.py --envs Pendulum-v1 --seeds 0 --no-peer
+    .venv/bin/python bench/control.py --algos pebble --envs Pendulum-v1   # PEBBLE (SAC) and true-reward SAC
+
+``--algos ppo,pebble`` picks the learners: PPO (Christiano et al. 2017) and PEBBLE (Lee et al. 2021),
+each next to its own learner on the true reward (PPO or SAC) at the same step budget.
 """
 
 from __future__ import annotations
@@ -31,21 +35,27 @@ LABELS = {"Pendulum-v1": 200, CARTPOLE_COS_ID: 100}
 STEPS = {"Pendulum-v1": 50_000, CARTPOLE_COS_ID: 50_000}
 
 
-def run_ours(env: str, seed: int, out: Path) -> dict:
-    cfg = make_config(env, total_labels=LABELS.get(env, 200), total_steps=STEPS.get(env, 50_000), seed=seed)
+def _who(algo: str) -> str:
+    return "rlhfkit" if algo == "ppo" else f"rlhfkit {algo}"
+
+
+def run_ours(env: str, seed: int, out: Path, algo: str = "ppo") -> dict:
+    cfg = make_config(env, algo=algo, total_labels=LABELS.get(env, 200), total_steps=STEPS.get(env, 50_000),
+                      seed=seed)
     t = time.perf_counter()
-    r = train(cfg, str(out / f"{env.replace('/', '_')}-s{seed}"))
+    r = train(cfg, str(out / f"{env.replace('/', '_')}-{algo}-s{seed}"))
     wall = time.perf_counter() - t
-    return {"who": "rlhfkit", "env": env, "seed": seed, "labels": r.labels, "env_steps": r.env_steps,
+    return {"who": _who(algo), "env": env, "seed": seed, "labels": r.labels, "env_steps": r.env_steps,
             "mean_true_return": r.mean_return, "wall_s": wall, "steps_per_s": r.env_steps / wall}
 
 
-def run_baseline(env: str, seed: int, out: Path) -> dict:
-    cfg = make_config(env, total_steps=STEPS.get(env, 50_000), seed=seed)
+def run_baseline(env: str, seed: int, out: Path, algo: str = "ppo") -> dict:
+    cfg = make_config(env, algo=algo, total_steps=STEPS.get(env, 50_000), seed=seed)
     t = time.perf_counter()
-    r = train_baseline(cfg, str(out / f"{env.replace('/', '_')}-baseline-s{seed}"))
+    r = train_baseline(cfg, str(out / f"{env.replace('/', '_')}-{algo}-baseline-s{seed}"))
     wall = time.perf_counter() - t
-    return {"who": "PPO true reward", "env": env, "seed": seed, "labels": 0, "env_steps": r.env_steps,
+    learner = "SAC" if algo == "pebble" else "PPO"
+    return {"who": f"{learner} true reward", "env": env, "seed": seed, "labels": 0, "env_steps": r.env_steps,
             "mean_true_return": r.mean_return, "wall_s": wall, "steps_per_s": r.env_steps / wall}
 
 
@@ -75,7 +85,9 @@ def main() -> None:
     ap.add_argument("--no-peer", action="store_true", help="skip the imitation peer")
     ap.add_argument("--no-baseline", action="store_true", help="skip the true-reward PPO baseline")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "control")
+    ap.add_argument("--algos", default="ppo", help="comma-separated learners: ppo, pebble")
     args = ap.parse_args()
+    algos = [a for a in args.algos.split(",") if a]
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -91,9 +103,12 @@ def main() -> None:
 
     for env in args.envs:
         for seed in args.seeds:
-            show(run_ours(env, seed, args.out))
-            if not args.no_baseline:
-                show(run_baseline(env, seed, args.out))
+            for algo in algos:
+                if algo == "pebble" and env == CARTPOLE_COS_ID:
+                    continue  # discrete actions: SAC here is continuous; CartPoleCos stays with PPO
+                show(run_ours(env, seed, args.out, algo))
+                if not args.no_baseline:
+                    show(run_baseline(env, seed, args.out, algo))
             if env == "Pendulum-v1" and not args.no_peer:
                 show(run_imitation(seed, args.out))
     print("\nsummary (mean over seeds)")
@@ -102,18 +117,22 @@ def main() -> None:
         print(f"{who:<22} {env:<24} true return {np.mean([r['mean_true_return'] for r in rs]):8.1f}   "
               f"wall {np.mean([r['wall_s'] for r in rs]):6.1f} s   over {len(rs)} seed(s)")
     for env in args.envs:
-        ours = [r for r in rows if r["who"] == "rlhfkit" and r["env"] == env]
-        base = [r for r in rows if r["who"] == "PPO true reward" and r["env"] == env]
-        peer = [r for r in rows if r["who"].startswith("imitation") and r["env"] == env]
-        if ours and base:
-            o, b = np.mean([r["mean_true_return"] for r in ours]), np.mean([r["mean_true_return"] for r in base])
-            if b > 0:
-                print(f"{env}: rlhfkit / true-reward PPO return ratio {o / b:.3f}")
-            else:  # a ratio of negative returns reads backwards: give the difference
-                print(f"{env}: rlhfkit minus true-reward PPO return {o - b:+.1f}")
-        if ours and peer:
-            print(f"{env}: rlhfkit wall time / imitation wall time "
-                  f"{np.mean([r['wall_s'] for r in ours]) / np.mean([r['wall_s'] for r in peer]):.2f}")
+        for algo in algos:
+            who, learner = _who(algo), "SAC" if algo == "pebble" else "PPO"
+            ours = [r for r in rows if r["who"] == who and r["env"] == env]
+            base = [r for r in rows if r["who"] == f"{learner} true reward" and r["env"] == env]
+            peer = [r for r in rows if r["who"].startswith("imitation") and r["env"] == env]
+            if ours and base:
+                o, b = np.mean([r["mean_true_return"] for r in ours]), np.mean([r["mean_true_return"] for r in base])
+                if b > 0:
+                    print(f"{env}: {who} / true-reward {learner} return ratio {o / b:.3f}")
+                else:  # a ratio of negative returns reads backwards: give the difference
+                    print(f"{env}: {who} minus true-reward {learner} return {o - b:+.1f}")
+                print(f"{env}: {who} env steps/s {np.mean([r['steps_per_s'] for r in ours]):.0f} vs true-reward "
+                      f"{learner} {np.mean([r['steps_per_s'] for r in base]):.0f}")
+            if ours and peer:
+                print(f"{env}: {who} wall time / imitation wall time "
+                      f"{np.mean([r['wall_s'] for r in ours]) / np.mean([r['wall_s'] for r in peer]):.2f}")
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
 
 

@@ -108,7 +108,7 @@ def _resumed_config(out: Path, ctx: Optional[typer.Context], given: dict):
     config = config_from_dict(json.loads((out / "config.json").read_text()))
     saved = {"env": config.env_id, "labels": config.total_labels, "steps": config.total_steps,
              "teacher": config.teacher, "seed": config.seed, "query": config.query_selection,
-             "fragment_length": config.fragment_length}
+             "fragment_length": config.fragment_length, "algo": config.algo}
     for name, value in given.items():
         source = ctx.get_parameter_source(name) if ctx is not None else None
         explicit = getattr(source, "name", None) == "COMMANDLINE"  # typer may bring its own click
@@ -122,7 +122,7 @@ def _resumed_config(out: Path, ctx: Optional[typer.Context], given: dict):
 def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, seed: int, out: Path,
            resume: bool, query: Optional[str], fragment_length: Optional[int], baseline: Optional[Path],
            overrides: Optional[list[str]] = None, human: Optional[dict] = None, *, overwrite: bool = False,
-           ctx: Optional[typer.Context] = None) -> None:
+           ctx: Optional[typer.Context] = None, algo: str = "ppo") -> None:
     from rlhfkit.control.config import apply_overrides, make_config
     from rlhfkit.control.loop import train
     from rlhfkit.control.plots import plot_learning_curve
@@ -134,11 +134,12 @@ def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, 
         _check_out(out, resume, overwrite)
         if resume:
             config = _resumed_config(out, ctx, {"env": env, "labels": labels, "steps": steps, "teacher": teacher,
-                                                "seed": seed, "query": query, "fragment_length": fragment_length})
+                                                "seed": seed, "query": query, "fragment_length": fragment_length,
+                                                "algo": algo})
             if overrides:
                 raise ValueError("--set cannot change a run being resumed (its config.json is used)")
         else:
-            config = make_config(env, total_labels=labels, total_steps=steps, teacher=teacher, seed=seed,
+            config = make_config(env, algo=algo, total_labels=labels, total_steps=steps, teacher=teacher, seed=seed,
                                  query_selection=query, fragment_length=fragment_length)
             config = apply_overrides(config, overrides or [])
             config.validate()
@@ -146,7 +147,9 @@ def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, 
             raise ValueError(f"--baseline {baseline}: no metrics.jsonl there (run `rlhf control baseline` first)")
         steps_note = (f" (runs {config.steps_run}: whole rollouts of {config.rollout_steps})"
                       if config.steps_run != config.total_steps else "")
-        _say(f"Deep RL from preferences on {config.env_id}: {config.total_labels} labels ({config.teacher} teacher), "
+        learner = "PEBBLE (SAC)" if config.algo == "pebble" else "PPO"
+        _say(f"Deep RL from preferences on {config.env_id} with {learner}: {config.total_labels} labels "
+             f"({config.teacher} teacher), "
              f"{config.total_steps} env steps{steps_note}, seed {config.seed} → {out}"
              + (" (resumed)" if resume else " (overwriting the previous run)" if overwrite and out.exists() else ""),
              bold=True)
@@ -192,7 +195,9 @@ def train_cmd(
                                        "--resume or --overwrite."),
     resume: bool = typer.Option(False, help="Continue the run saved in --out (its saved settings are used)."),
     overwrite: bool = typer.Option(False, help="Start over in an --out that already holds a run."),
-    query: str = typer.Option("disagreement", help="Query selection: disagreement|random."),
+    query: str = typer.Option("disagreement", help="Query selection: disagreement|entropy|random."),
+    algo: str = typer.Option("ppo", help="The learner: ppo (on-policy, Christiano et al. 2017) or pebble (SAC with "
+                             "unsupervised pre-training and relabelling, Lee et al. 2021; continuous actions)."),
     fragment_length: Optional[int] = typer.Option(None, help="Steps per fragment (default: the env's preset)."),
     baseline: Optional[Path] = typer.Option(None, help="A baseline run dir to draw on the learning curve."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config field: KEY=VALUE, "
@@ -211,7 +216,7 @@ def train_cmd(
     human = {"store": store, "host": host, "port": port, "token": token, "timeout_s": label_timeout,
              "options": label_set}
     _train(env, labels, steps, teacher, seed, out, resume, query, fragment_length, baseline, set_, human,
-           overwrite=overwrite, ctx=ctx)
+           overwrite=overwrite, ctx=ctx, algo=algo)
 
 
 @app.command("demo")
@@ -222,7 +227,7 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), help="Run directory (a 
     base_dir = None
     if baseline:
         base_dir = out.parent / (out.name + "-baseline")
-        baseline_cmd(env="Pendulum-v1", steps=50_000, seed=seed, out=base_dir, set_=None, overwrite=True)
+        baseline_cmd(env="Pendulum-v1", steps=50_000, seed=seed, out=base_dir, set_=None, overwrite=True, algo="ppo")
     _train("Pendulum-v1", 200, 50_000, "oracle", seed, out, False, None, None, base_dir, overwrite=True)
 
 
@@ -234,8 +239,9 @@ def baseline_cmd(
     out: Path = typer.Option(..., help="Run directory to write; an existing run there is refused unless --overwrite."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config field: KEY=VALUE."),
     overwrite: bool = typer.Option(False, help="Start over in an --out that already holds a run."),
+    algo: str = typer.Option("ppo", help="The learner: ppo, or pebble (SAC on the true reward)."),
 ) -> None:
-    """PPO on the true reward with the same settings: the reference curve."""
+    """PPO (or SAC) on the true reward with the same settings: the reference curve."""
     from rlhfkit.control.config import apply_overrides, make_config
     from rlhfkit.control.loop import train_baseline
     from rlhfkit.control.plots import plot_learning_curve
@@ -245,14 +251,15 @@ def baseline_cmd(
     torch.set_num_threads(int(os.environ.get("RLHF_THREADS", "1")))
     try:
         _check_out(out, False, overwrite)
-        config = apply_overrides(make_config(env, total_steps=steps, seed=seed), set_ or [])
+        config = apply_overrides(make_config(env, algo=algo, total_steps=steps, seed=seed), set_ or [])
         config.validate()
+        learner = "SAC" if config.algo == "pebble" else "PPO"
         result = _progress_run(config.steps_run, lambda cb: train_baseline(config, str(out), on_iteration=cb),
-                               "PPO on the true reward")
+                               f"{learner} on the true reward")
     except ValueError as e:
         _fail(str(e))
     plot_learning_curve(out, out / "curve.png")
-    _summary(result, f"{env}: PPO on the true reward")
+    _summary(result, f"{env}: {learner} on the true reward")
 
 
 @app.command("eval")

@@ -9,10 +9,52 @@ from typing import Any, Literal
 
 from rlhfkit.control.envs import CARTPOLE_COS_ID, check_env_id
 from rlhfkit.control.ppo import PPOConfig
+from rlhfkit.control.sac import SACConfig
 from rlhfkit.feedback.teachers import TEACHERS
 from rlhfkit.reward.ensemble import RewardConfig
 
-__all__ = ["PRESETS", "TrainConfig", "apply_overrides", "coerce_value", "config_from_dict", "make_config"]
+__all__ = ["PRESETS", "PebbleConfig", "TrainConfig", "apply_overrides", "coerce_value", "config_from_dict", "make_config"]
+
+
+@dataclass(frozen=True)
+class PebbleConfig:
+    """The schedule of PEBBLE (Lee et al. 2021), the off-policy loop (``algo="pebble"``). Defaults are
+    B-Pref's, scaled to budgets of 50k-500k env steps."""
+
+    seed_steps: int = 1_000
+    """Env steps of uniform random actions before any update."""
+    unsup_steps: int = 4_000
+    """Env steps of unsupervised pre-training on the k-NN state-entropy reward after the seed steps
+    (0: off). The first labels are asked when it ends."""
+    knn_k: int = 5
+    """``k`` of the state-entropy reward."""
+    feedback_every: int = 2_500
+    """Env steps between labelling sessions (B-Pref's ``num_interact``)."""
+    label_sessions: int | None = None
+    """Sessions after the first that share the rest of the label budget evenly (None: as many as fit
+    in the first half of the step budget)."""
+    query_window: int | None = None
+    """Query fragments come from the last this many env steps per env (None: the whole buffer)."""
+    reset_critic: bool = True
+    """Re-initialise the critics when the first reward model replaces the entropy reward."""
+    log_every: int = 1_000
+    """Env steps between metrics records."""
+
+    def validate(self) -> None:
+        """Raises ValueError naming the field that is out of range."""
+        for name in ("seed_steps", "unsup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"pebble.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("knn_k", "feedback_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"pebble.{name} must be >= 1, got {getattr(self, name)}")
+        if self.label_sessions is not None and self.label_sessions < 0:
+            raise ValueError(f"pebble.label_sessions must be >= 0, got {self.label_sessions}")
+        if self.query_window is not None and self.query_window < 1:
+            raise ValueError(f"pebble.query_window must be >= 1, got {self.query_window}")
+
+
+ALGOS = ("ppo", "pebble")
 
 
 @dataclass(frozen=True)
@@ -21,6 +63,9 @@ class TrainConfig:
 
     env_id: str = "Pendulum-v1"
     """gymnasium environment id."""
+    algo: Literal["ppo", "pebble"] = "ppo"
+    """The learner: on-policy PPO (Christiano et al. 2017) or off-policy SAC with PEBBLE's pre-training
+    and relabelling (Lee et al. 2021)."""
     total_steps: int = 50_000
     """Env-step budget, the initial random-policy rollouts included."""
     total_labels: int = 200
@@ -52,6 +97,8 @@ class TrainConfig:
     """Episodes of the final evaluation of the deterministic policy on the true reward."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    pebble: PebbleConfig = field(default_factory=PebbleConfig)
 
     @property
     def initial_labels(self) -> int:
@@ -63,8 +110,8 @@ class TrainConfig:
 
     @property
     def rollout_steps(self) -> int:
-        """Env steps per iteration: ``n_envs · n_steps``."""
-        return self.ppo.n_envs * self.ppo.n_steps
+        """Env steps per iteration: ``n_envs · n_steps`` (PPO), or one vector step of ``sac.n_envs`` (PEBBLE)."""
+        return self.sac.n_envs if self.algo == "pebble" else self.ppo.n_envs * self.ppo.n_steps
 
     @property
     def steps_run(self) -> int:
@@ -79,6 +126,8 @@ class TrainConfig:
             ValueError: naming the offending field and what was expected.
         """
         check_env_id(self.env_id)
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo (--algo) must be one of {', '.join(ALGOS)}, got {self.algo!r}")
         if self.total_steps <= 0:
             raise ValueError(f"total_steps (--steps) must be positive, got {self.total_steps}")
         if self.total_labels <= 0:
@@ -96,21 +145,38 @@ class TrainConfig:
                 f"({self.initial_label_frac:.0%} of --labels {self.total_labels}); the reward model needs at least 2: "
                 "raise --labels or initial_label_frac"
             )
-        if self.total_steps < 2 * self.rollout_steps:
+        if self.algo == "pebble":
+            self._validate_pebble()
+        elif self.total_steps < 2 * self.rollout_steps:
             raise ValueError(
                 f"total_steps={self.total_steps} is less than two rollouts of {self.rollout_steps} steps "
                 f"(n_envs={self.ppo.n_envs} × n_steps={self.ppo.n_steps}); nothing would be trained"
             )
-        if self.query_selection not in ("random", "disagreement"):
-            raise ValueError(f"query_selection (--query) must be 'disagreement' or 'random', got "
+        if self.query_selection not in ("random", "disagreement", "entropy"):
+            raise ValueError(f"query_selection (--query) must be 'disagreement', 'entropy' or 'random', got "
                              f"{self.query_selection!r}")
         if self.teacher not in TEACHERS and self.teacher != "human":
             raise ValueError(f"unknown teacher {self.teacher!r} (--teacher); choose one of {', '.join(TEACHERS)} "
                              "or human")
-        if self.fragment_length < 1 or self.fragment_length > self.ppo.n_steps:
+        if self.fragment_length < 1 or (self.algo == "ppo" and self.fragment_length > self.ppo.n_steps):
             raise ValueError(f"fragment_length must be in [1, n_steps={self.ppo.n_steps}], got {self.fragment_length}")
         if self.horizon is not None and self.horizon < self.fragment_length:
             raise ValueError(f"horizon {self.horizon} is shorter than fragment_length {self.fragment_length}")
+
+    def _validate_pebble(self) -> None:
+        self.sac.validate()
+        self.pebble.validate()
+        first = self.pebble.seed_steps + self.pebble.unsup_steps
+        if self.total_steps <= first:
+            raise ValueError(f"total_steps (--steps) {self.total_steps} leaves no training after the "
+                             f"{self.pebble.seed_steps} seed and {self.pebble.unsup_steps} unsupervised steps "
+                             "(pebble.seed_steps, pebble.unsup_steps)")
+        if self.pebble.query_window is not None and self.pebble.query_window < self.fragment_length:
+            raise ValueError(f"pebble.query_window {self.pebble.query_window} is shorter than fragment_length "
+                             f"{self.fragment_length}")
+        if self.pebble.seed_steps + self.pebble.unsup_steps < self.fragment_length * self.sac.n_envs:
+            raise ValueError(f"the first labels come after {first} env steps, too few for fragments of "
+                             f"{self.fragment_length} steps: raise pebble.seed_steps")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of every field (what ``config.json`` holds)."""
@@ -140,9 +206,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Per-environment defaults; anything not listed comes from :class:`TrainConfig`."""
 
 
+PEBBLE_PRESETS: dict[str, dict[str, Any]] = {
+    "Pendulum-v1": {"fragment_length": 50},
+    "HalfCheetah-v5": {"fragment_length": 50, "pebble": PebbleConfig(seed_steps=1_000, unsup_steps=9_000,
+                                                                      feedback_every=10_000)},
+    "Hopper-v5": {"fragment_length": 50, "horizon": 1000,
+                  "pebble": PebbleConfig(seed_steps=1_000, unsup_steps=9_000, feedback_every=10_000)},
+}
+"""Per-environment defaults of the PEBBLE loop (``algo="pebble"``), on top of :data:`PRESETS`'s non-PPO fields."""
+
+
 def make_config(env_id: str, **overrides: Any) -> TrainConfig:
-    """The preset for ``env_id`` with ``overrides`` (None values are ignored) applied on top."""
+    """The preset for ``env_id`` (and ``algo``, PPO by default) with ``overrides`` (None values are
+    ignored) applied on top."""
     base: dict[str, Any] = {"env_id": env_id, **PRESETS.get(env_id, {})}
+    if overrides.get("algo") == "pebble":
+        base.update(PEBBLE_PRESETS.get(env_id, {}))
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
 
@@ -150,10 +229,13 @@ def make_config(env_id: str, **overrides: Any) -> TrainConfig:
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     """Rebuild a :class:`TrainConfig` from :meth:`TrainConfig.to_dict` output (e.g. config.json)."""
     d = dict(d)
-    pp, rw = d.pop("ppo", None), d.pop("reward", None)
+    pp, rw, sc, pb = d.pop("ppo", None), d.pop("reward", None), d.pop("sac", None), d.pop("pebble", None)
     ppo = PPOConfig(**{**pp, "hidden_sizes": tuple(pp["hidden_sizes"])}) if pp else PPOConfig()
     reward = RewardConfig(**{**rw, "hidden_sizes": tuple(rw["hidden_sizes"])}) if rw else RewardConfig()
-    return TrainConfig(**d, ppo=ppo, reward=reward)
+    sac = SACConfig(**{**sc, "hidden_sizes": tuple(sc["hidden_sizes"]),
+                       "log_std_bounds": tuple(sc["log_std_bounds"])}) if sc else SACConfig()
+    pebble = PebbleConfig(**pb) if pb else PebbleConfig()
+    return TrainConfig(**d, ppo=ppo, reward=reward, sac=sac, pebble=pebble)
 
 
 def save_config(config: TrainConfig, path: str) -> None:
@@ -203,10 +285,11 @@ def apply_overrides(config: TrainConfig, assignments: list[str]) -> TrainConfig:
         parts = key.strip().split(".")
         if len(parts) == 1:
             target, name = config, parts[0]
-        elif len(parts) == 2 and parts[0] in ("ppo", "reward"):
+        elif len(parts) == 2 and parts[0] in ("ppo", "reward", "sac", "pebble"):
             target, name = getattr(config, parts[0]), parts[1]
         else:
-            raise ValueError(f"--set {key!r}: use a field of TrainConfig, or ppo.FIELD / reward.FIELD")
+            raise ValueError(f"--set {key!r}: use a field of TrainConfig, or ppo.FIELD / reward.FIELD / "
+                             "sac.FIELD / pebble.FIELD")
         fields = {f.name for f in dataclasses.fields(target)}
         if name not in fields:
             raise ValueError(f"--set {key!r}: unknown field; known: {', '.join(sorted(fields))}")

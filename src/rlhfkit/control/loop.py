@@ -93,7 +93,8 @@ def _ask(teacher: Teacher, pairs: list, comparisons: list[Comparison]) -> None:
 
 def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teacher | None = None,
           on_iteration: Callback | None = None) -> RunResult:
-    """Run the loop of the module docstring and write a run directory ``out``.
+    """Run the loop of the module docstring and write a run directory ``out`` (with ``config.algo ==
+    "pebble"``, PEBBLE's off-policy loop instead: :func:`rlhfkit.control.pebble.train_pebble`).
 
     Args:
         config: the run's configuration (ignored on resume: the saved one is used).
@@ -113,6 +114,10 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
         if not run.is_run():
             raise ValueError(f"--resume: {out} is not a run directory (no config.json and checkpoint/state.json)")
         config = config_from_dict(json.loads(run.config_path.read_text()))
+    if config.algo == "pebble":
+        from rlhfkit.control.pebble import train_pebble  # the off-policy loop builds on this module
+
+        return train_pebble(config, out, resume=resume, teacher=teacher, on_iteration=on_iteration)
     config.validate()
     run.path.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -208,8 +213,13 @@ def _finish(run: RunDir, config: TrainConfig, agent: PPOAgent, env_steps: int, l
 def train_baseline(config: TrainConfig, out: str, *, on_iteration: Callback | None = None) -> RunResult:
     """PPO on the **true** reward with the same PPO settings and step budget: the reference curve.
 
-    Writes the same run-directory layout as :func:`train` (no labels, no reward model).
+    Writes the same run-directory layout as :func:`train` (no labels, no reward model). With
+    ``algo="pebble"`` the learner is SAC (:func:`rlhfkit.control.pebble.train_sac_baseline`).
     """
+    if config.algo == "pebble":
+        from rlhfkit.control.pebble import train_sac_baseline
+
+        return train_sac_baseline(config, out, on_iteration=on_iteration)
     config.validate()
     run = RunDir(out)
     run.path.mkdir(parents=True, exist_ok=True)
@@ -240,8 +250,9 @@ def train_baseline(config: TrainConfig, out: str, *, on_iteration: Callback | No
     return _finish(run, config, agent, env_steps, 0, time.perf_counter() - start)
 
 
-def load_agent(out: str) -> tuple[TrainConfig, PPOAgent]:
-    """Rebuild the config and the trained agent of run directory ``out``.
+def load_agent(out: str) -> tuple[TrainConfig, Any]:
+    """Rebuild the config and the trained agent (:class:`PPOAgent`, or a PEBBLE run's ``SACAgent``) of
+    run directory ``out``.
 
     Raises:
         ValueError: if ``out`` is not a run directory.
@@ -252,6 +263,10 @@ def load_agent(out: str) -> tuple[TrainConfig, PPOAgent]:
     if not run.is_run():
         raise ValueError(f"{out} is not a run directory (no config.json and checkpoint/state.json)")
     config = config_from_dict(json.loads(run.config_path.read_text()))
+    if config.algo == "pebble":
+        from rlhfkit.control.pebble import load_pebble_agent  # the PEBBLE loop builds on this module
+
+        return load_pebble_agent(out)
     env = make_env(config.env_id, horizon=config.horizon)
     agent = PPOAgent(env.observation_space, env.action_space, config.ppo, seed=config.seed)
     env.close()

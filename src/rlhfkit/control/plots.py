@@ -30,12 +30,17 @@ def plot_learning_curve(run: str | Path, out_png: str | Path, *, baseline: str |
     rows = [r for r in run_dir.read_metrics() if r.get("true_return") is not None]
     config = json.loads(run_dir.config_path.read_text()) if run_dir.config_path.is_file() else {}
     is_baseline = bool(rows) and all(r.get("labels", 0) == 0 for r in rows)
+    learner = "SAC" if config.get("algo") == "pebble" else "PPO"
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([r["env_steps"] for r in rows], [r["true_return"] for r in rows],
-            label="PPO on the true reward" if is_baseline else "from preferences (true return)", color="tab:blue")
+            label=f"{learner} on the true reward" if is_baseline else
+            f"from preferences ({'PEBBLE' if learner == 'SAC' else 'PPO'}; true return)", color="tab:blue")
     if baseline is not None:
-        base = [r for r in RunDir(baseline).read_metrics() if r.get("true_return") is not None]
-        ax.plot([r["env_steps"] for r in base], [r["true_return"] for r in base], label="PPO on true reward",
+        base_dir = RunDir(baseline)
+        base = [r for r in base_dir.read_metrics() if r.get("true_return") is not None]
+        base_cfg = json.loads(base_dir.config_path.read_text()) if base_dir.config_path.is_file() else {}
+        ax.plot([r["env_steps"] for r in base], [r["true_return"] for r in base],
+                label=f"{'SAC' if base_cfg.get('algo') == 'pebble' else 'PPO'} on the true reward",
                 color="tab:gray", linestyle="--")
     ax.set_xlabel("env steps")
     ax.set_ylabel("mean true episode return (training rollouts)")
@@ -49,7 +54,7 @@ def plot_learning_curve(run: str | Path, out_png: str | Path, *, baseline: str |
     ax.legend(lines, [line.get_label() for line in lines], loc="lower right")
     env, seed = config.get("env_id", "?"), config.get("seed", "?")
     steps = rows[-1]["env_steps"] if rows else config.get("total_steps", "?")
-    what = ("PPO on the true reward" if is_baseline else
+    what = (f"{learner} on the true reward" if is_baseline else
             f"{rows[-1]['labels'] if rows else config.get('total_labels', '?')} {config.get('teacher', '?')} labels")
     ax.set_title(f"{env}: {what}, {steps} env steps, seed {seed}\n{Path(run).name}", fontsize=10)
     fig.tight_layout()

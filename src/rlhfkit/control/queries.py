@@ -2,7 +2,13 @@
 
 Christiano et al. (2017, §2.2.4): sample many candidate pairs of fixed-length trajectory
 fragments, and query those on which the reward ensemble disagrees most — the variance across
-members of ``P[σ¹ ≻ σ²]`` — among ``oversample × n`` candidates (the paper: 10×).
+members of ``P[σ¹ ≻ σ²]`` — among ``oversample × n`` candidates (the paper: 10×). PEBBLE's
+entropy sampling (Lee et al. 2021, §4.3; B-Pref) instead takes the pairs whose mean predicted
+preference is closest to a coin flip (the largest binary entropy).
+
+Fragments are cut from anything with time-ordered ``(T, N, ...)`` arrays ``obs``, ``env_actions``,
+``true_rewards`` and ``episode_end``: a PPO :class:`~rlhfkit.control.ppo.Rollout`, or the replay
+buffer's :class:`~rlhfkit.control.sac.Trajectories`.
 """
 
 from __future__ import annotations
@@ -14,16 +20,17 @@ import numpy as np
 import torch
 
 from rlhfkit.control.ppo import Rollout
+from rlhfkit.control.sac import Trajectories
 from rlhfkit.feedback.records import Fragment
 from rlhfkit.reward.ensemble import RewardEnsemble
 
 __all__ = ["QuerySelector", "SELECTORS", "select_queries", "sample_fragments"]
 
 Pair = tuple[Fragment, Fragment]
-QuerySelection = Literal["random", "disagreement"]
+QuerySelection = Literal["random", "disagreement", "entropy"]
 
 
-def sample_fragments(rollout: Rollout, length: int, count: int, rng: np.random.Generator) -> list[Fragment]:
+def sample_fragments(rollout: Rollout | Trajectories, length: int, count: int, rng: np.random.Generator) -> list[Fragment]:
     """Cut ``count`` fragments of ``length`` steps from a rollout, never across an episode end.
 
     A start ``(t, n)`` is drawn uniformly among all positions whose next ``length`` steps in env
@@ -67,22 +74,34 @@ def _random(candidates: Sequence[Pair], n: int, model: RewardEnsemble, rng: np.r
     return [candidates[i] for i in idx]
 
 
-def _disagreement(candidates: Sequence[Pair], n: int, model: RewardEnsemble, rng: np.random.Generator) -> list[Pair]:
+def _probs(candidates: Sequence[Pair], model: RewardEnsemble) -> torch.Tensor:
+    """``P_e[left ≻ right]`` of every member for every candidate, ``(E, B)``."""
     left = model.features(torch.from_numpy(np.stack([a.obs for a, _ in candidates])),
                           torch.from_numpy(np.stack([a.acts for a, _ in candidates])))
     right = model.features(torch.from_numpy(np.stack([b.obs for _, b in candidates])),
                            torch.from_numpy(np.stack([b.acts for _, b in candidates])))
-    p = model.preference_probs(left, right)  # (E, B)
+    return model.preference_probs(left, right)
+
+
+def _disagreement(candidates: Sequence[Pair], n: int, model: RewardEnsemble, rng: np.random.Generator) -> list[Pair]:
+    p = _probs(candidates, model)  # (E, B)
     score = p.var(0).numpy() if p.shape[0] > 1 else rng.random(len(candidates))
     order = np.argsort(-score, kind="stable")[:n]
     return [candidates[i] for i in order]
 
 
-SELECTORS: dict[str, QuerySelector] = {"random": _random, "disagreement": _disagreement}
+def _entropy(candidates: Sequence[Pair], n: int, model: RewardEnsemble, rng: np.random.Generator) -> list[Pair]:
+    p = _probs(candidates, model).mean(0).clamp(1e-6, 1 - 1e-6)  # (B,) the ensemble's P[left ≻ right]
+    score = -(p * p.log() + (1 - p) * (1 - p).log()).numpy()
+    order = np.argsort(-score, kind="stable")[:n]
+    return [candidates[i] for i in order]
+
+
+SELECTORS: dict[str, QuerySelector] = {"random": _random, "disagreement": _disagreement, "entropy": _entropy}
 
 
 def select_queries(
-    rollout: Rollout,
+    rollout: Rollout | Trajectories,
     n: int,
     *,
     model: RewardEnsemble,

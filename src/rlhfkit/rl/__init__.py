@@ -1,5 +1,5 @@
 """RL math shared by control and language models: GAE, group advantages, PPO and GRPO losses, KL estimators
-and controllers, RLHF per-token rewards, the Safe RLHF Lagrangian."""
+and controllers, RLHF per-token rewards, the Safe RLHF Lagrangian, SAC's losses and PEBBLE's state entropy."""
 
 from rlhfkit.rl.advantages import GROUP_ESTIMATORS, gae, group_advantages
 from rlhfkit.rl.grpo import LOSS_AGGREGATIONS, aggregate_loss, grpo_token_loss, sequence_log_ratio
@@ -15,6 +15,15 @@ from rlhfkit.rl.rlhf import (
     token_rewards,
     whiten,
 )
+from rlhfkit.rl.sac import (
+    knn_state_entropy,
+    sac_actor_loss,
+    sac_critic_loss,
+    sac_target,
+    sac_temperature_loss,
+    soft_update,
+    tanh_gaussian_sample,
+)
 
 __all__ = [
     "GROUP_ESTIMATORS",
@@ -27,13 +36,20 @@ __all__ = [
     "group_advantages",
     "grpo_token_loss",
     "kl_estimate",
+    "knn_state_entropy",
     "lagrange_update",
     "masked_mean",
     "ppo_clip_loss",
     "ppo_kl_penalty_loss",
+    "sac_actor_loss",
+    "sac_critic_loss",
+    "sac_target",
+    "sac_temperature_loss",
     "safe_advantages",
     "segment_rewards",
     "sequence_log_ratio",
+    "soft_update",
+    "tanh_gaussian_sample",
     "token_advantages",
     "token_rewards",
     "value_loss",
