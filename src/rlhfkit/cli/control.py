@@ -148,8 +148,8 @@ def _train(env: str, labels: Optional[int], steps: Optional[int], teacher: str, 
         steps_note = (f" (runs {config.steps_run}: whole rollouts of {config.rollout_steps})"
                       if config.steps_run != config.total_steps else "")
         learner = "PEBBLE (SAC)" if config.algo == "pebble" else "PPO"
-        _say(f"Deep RL from preferences on {config.env_id} with {learner}: {config.total_labels} labels "
-             f"({config.teacher} teacher), "
+        _say(f"Deep RL from preferences on {config.env_id}: {config.total_labels} labels "
+             f"({config.teacher} teacher, learner {learner}), "
              f"{config.total_steps} env steps{steps_note}, seed {config.seed} → {out}"
              + (" (resumed)" if resume else " (overwriting the previous run)" if overwrite and out.exists() else ""),
              bold=True)

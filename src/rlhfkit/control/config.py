@@ -207,7 +207,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 PEBBLE_PRESETS: dict[str, dict[str, Any]] = {
-    "Pendulum-v1": {"fragment_length": 50},
+    # 64×64 nets and batch 128: 2.7 ms per SAC update on one core here (256×256, batch 256: 14 ms)
+    "Pendulum-v1": {"fragment_length": 50, "sac": SACConfig(hidden_sizes=(64, 64), batch_size=128)},
     "HalfCheetah-v5": {"fragment_length": 50, "pebble": PebbleConfig(seed_steps=1_000, unsup_steps=9_000,
                                                                       feedback_every=10_000)},
     "Hopper-v5": {"fragment_length": 50, "horizon": 1000,

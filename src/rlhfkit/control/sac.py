@@ -262,9 +262,9 @@ class SACAgent(nn.Module):
         self.target_entropy = float(-self.act_dim if config.target_entropy is None else config.target_entropy)
         self.register_buffer("act_low", torch.as_tensor(action_space.low, dtype=torch.float32))
         self.register_buffer("act_high", torch.as_tensor(action_space.high, dtype=torch.float32))
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critics.parameters(), lr=config.critic_lr)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr, fused=True)
+        self.critic_optimizer = torch.optim.Adam(self.critics.parameters(), lr=config.critic_lr, fused=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr, fused=True)
         self.updates = 0
 
     @property
@@ -310,7 +310,7 @@ class SACAgent(nn.Module):
         fresh = _Critics(self.obs_dim, self.act_dim, self.config.hidden_sizes)
         self.critics.load_state_dict(fresh.state_dict())
         self.critics_target.load_state_dict(fresh.state_dict())
-        self.critic_optimizer = torch.optim.Adam(self.critics.parameters(), lr=self.config.critic_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critics.parameters(), lr=self.config.critic_lr, fused=True)
 
     def update(self, batch: dict[str, Tensor], rewards: Tensor | None = None) -> dict[str, float]:
         """One SAC gradient update on a sampled ``batch`` (:meth:`ReplayBuffer.sample`).
