@@ -82,6 +82,7 @@ def main() -> None:
     if acc.is_main_process:
         Path(a.out).write_text(json.dumps(record))
     acc.wait_for_everyone()
+    acc.end_training()  # destroys the gloo group: its threads left running abort the process at exit
 
 
 if __name__ == "__main__":

@@ -94,3 +94,21 @@ def test_cli_algo_pebble(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["algo"] == "pebble"
     r = CliRunner().invoke(app, ["control", "train", "--algo", "sac", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "algo" in r.output
+
+
+def test_updates_per_step_sets_the_update_to_data_ratio(tmp_path, monkeypatch):
+    from rlhfkit.control.sac import SACAgent
+
+    counts = []
+    original = SACAgent.update
+
+    def counting(self, batch, rewards=None):
+        counts.append(1)
+        return original(self, batch, rewards)
+
+    monkeypatch.setattr(SACAgent, "update", counting)
+    config = _small()
+    config = replace(config, total_steps=2000, sac=replace(config.sac, updates_per_step=0.5))
+    train_pebble(config, str(tmp_path / "run"))
+    # updates from the first step after the 500 seed steps to the end: 1,500 transitions at ratio ½
+    assert len(counts) == 750

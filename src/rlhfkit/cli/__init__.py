@@ -31,4 +31,20 @@ app.add_typer(rank_app, name="rank", help="Rank items (players, teams, models) f
 
 def main() -> None:
     """Entry point of the ``rlhf`` command."""
-    app()
+    try:
+        app()
+    finally:
+        _destroy_process_group()
+
+
+def _destroy_process_group() -> None:
+    """Under ``accelerate launch``, tear the gloo/NCCL group down before exit: its threads, left
+    running at interpreter shutdown, abort the process ("terminate called without an active exception")."""
+    import sys
+
+    if "torch" not in sys.modules:  # nothing distributed can have started
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

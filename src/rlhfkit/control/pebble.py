@@ -105,7 +105,7 @@ def train_pebble(config: TrainConfig, out: str, *, resume: bool = False, teacher
     stats: dict[str, list[float]] = {}
     gen = torch.Generator().manual_seed(config.seed + 17)
     start = last_log_t = time.perf_counter()
-    env_steps, last_log_steps = 0, 0
+    env_steps, last_log_steps, credit = 0, 0, 0.0
     unsup_end = pb.seed_steps + pb.unsup_steps
 
     obs, _ = envs.reset(seed=env_seeds(config.seed, N))
@@ -159,7 +159,9 @@ def train_pebble(config: TrainConfig, out: str, *, resume: bool = False, teacher
             fitted = True
 
         if env_steps > pb.seed_steps and (fitted or env_steps <= unsup_end):
-            for _ in range(N):  # one update per transition
+            credit += N * sc.updates_per_step  # updates owed: the update-to-data ratio
+            while credit >= 1.0:
+                credit -= 1.0
                 batch = buffer.sample(sc.batch_size, gen)
                 intrinsic = None
                 if not fitted:  # unsupervised pre-training: maximise state entropy

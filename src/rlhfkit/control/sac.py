@@ -41,7 +41,9 @@ class SACConfig:
     """SAC hyper-parameters (defaults: B-Pref's ``sac.yaml``, Lee et al. 2021, with batch 256)."""
 
     n_envs: int = 1
-    """Parallel environments ``N``; each vector step does ``N`` gradient updates (update-to-data ratio 1)."""
+    """Parallel environments ``N``."""
+    updates_per_step: float = 1.0
+    """Gradient updates per env transition (the update-to-data ratio; SAC and PEBBLE use 1)."""
     batch_size: int = 256
     """Transitions per gradient update."""
     hidden_sizes: tuple[int, ...] = (256, 256)
@@ -74,7 +76,7 @@ class SACConfig:
         for name in ("n_envs", "batch_size", "target_update_every", "actor_update_every", "buffer_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sac.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_temperature"):
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_temperature", "updates_per_step"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"sac.{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.gamma <= 1 or not 0 <= self.tau <= 1:
