@@ -207,8 +207,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 PEBBLE_PRESETS: dict[str, dict[str, Any]] = {
-    # 64×64 nets and batch 128: 2.7 ms per SAC update on one core here (256×256, batch 256: 14 ms)
-    "Pendulum-v1": {"fragment_length": 50, "sac": SACConfig(hidden_sizes=(64, 64), batch_size=128)},
+    # 64×64 nets and batch 128: 2.7 ms per SAC update on one core here (256×256, batch 256: 14 ms); one
+    # update per 2 transitions: seeds 0-2 score -145.9/-136.8/-166.9 in 108-128 s (1 per transition:
+    # -142.2/-136.3/-165.8 in 157-192 s), bench/results/control_pebble.txt
+    "Pendulum-v1": {"fragment_length": 50,
+                    "sac": SACConfig(hidden_sizes=(64, 64), batch_size=128, updates_per_step=0.5)},
     "HalfCheetah-v5": {"fragment_length": 50, "pebble": PebbleConfig(seed_steps=1_000, unsup_steps=9_000,
                                                                       feedback_every=10_000)},
     "Hopper-v5": {"fragment_length": 50, "horizon": 1000,
