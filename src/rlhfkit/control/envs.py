@@ -16,13 +16,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-__all__ = ["CARTPOLE_COS_ID", "CartPoleCosEnv", "FixedHorizon", "check_env_id", "env_seeds", "make_env", "make_vec_env"]
+__all__ = ["CARTPOLE_COS_ID", "CartPoleCosEnv", "FixedHorizon", "check_env_id", "env_seeds", "evaluate_episodes",
+           "make_env", "make_vec_env"]
 
 CARTPOLE_COS_ID = "rlhfkit/CartPoleCos-v0"
 
@@ -150,3 +152,22 @@ def env_seeds(seed: int, num_envs: int) -> list[int]:
     would share 7 of 8 env streams; these do not overlap.
     """
     return [int(x) for x in np.random.SeedSequence(seed).generate_state(num_envs)]
+
+
+def evaluate_episodes(act: Callable[[np.ndarray, bool], np.ndarray], env: gym.Env, n_episodes: int, *, seed: int,
+                      deterministic: bool = True) -> list[float]:
+    """True (env) returns of ``n_episodes`` episodes in a single env, seeds ``seed, seed+1, …``.
+
+    ``act(obs (1, D), deterministic) -> (1, ...)`` env actions: a PPO or SAC agent's ``act``.
+    """
+    returns = []
+    for ep in range(n_episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total, done = 0.0, False
+        while not done:
+            a = act(np.asarray(obs, dtype=np.float32)[None], deterministic)[0]
+            obs, r, terminated, truncated, _ = env.step(a)
+            total += float(r)
+            done = terminated or truncated
+        returns.append(total)
+    return returns

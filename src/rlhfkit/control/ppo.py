@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Normal
 
+from rlhfkit.control.envs import evaluate_episodes
 from rlhfkit.rl import AdaptiveKLController, gae, masked_mean, ppo_clip_loss, ppo_kl_penalty_loss, value_loss
 
 __all__ = ["PPOAgent", "PPOConfig", "Rollout", "RunningMeanStd"]
@@ -365,14 +366,4 @@ class PPOAgent(nn.Module):
     @torch.no_grad()
     def evaluate(self, env: gym.Env, n_episodes: int, *, seed: int, deterministic: bool = True) -> list[float]:
         """True (env) returns of ``n_episodes`` episodes in a single env, seeds ``seed, seed+1, …``."""
-        returns = []
-        for ep in range(n_episodes):
-            obs, _ = env.reset(seed=seed + ep)
-            total, done = 0.0, False
-            while not done:
-                a = self.act(np.asarray(obs, dtype=np.float32)[None], deterministic=deterministic)[0]
-                obs, r, terminated, truncated, _ = env.step(a)
-                total += float(r)
-                done = terminated or truncated
-            returns.append(total)
-        return returns
+        return evaluate_episodes(self.act, env, n_episodes, seed=seed, deterministic=deterministic)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rlhfkit.control.envs import evaluate_episodes
+from rlhfkit.control.ppo import RunningMeanStd
 from rlhfkit.rl.sac import (
     knn_state_entropy,
     sac_actor_loss,
@@ -367,17 +369,7 @@ class SACAgent(nn.Module):
     @torch.no_grad()
     def evaluate(self, env: gym.Env, n_episodes: int, *, seed: int, deterministic: bool = True) -> list[float]:
         """True (env) returns of ``n_episodes`` episodes in a single env, seeds ``seed, seed+1, …``."""
-        returns = []
-        for ep in range(n_episodes):
-            obs, _ = env.reset(seed=seed + ep)
-            total, done = 0.0, False
-            while not done:
-                a = self.act(np.asarray(obs, dtype=np.float32)[None], deterministic=deterministic)[0]
-                obs, r, terminated, truncated, _ = env.step(a)
-                total += float(r)
-                done = terminated or truncated
-            returns.append(total)
-        return returns
+        return evaluate_episodes(self.act, env, n_episodes, seed=seed, deterministic=deterministic)
 
 
 class StateEntropyReward:
@@ -386,15 +378,11 @@ class StateEntropyReward:
     of those distances (B-Pref's ``s_ent_stats``; Lee et al. 2021, §4.1)."""
 
     def __init__(self, k: int = 5) -> None:
-        self.k, self.count, self.mean, self.m2 = k, 0, 0.0, 0.0
+        self.k = k
+        self.stats = RunningMeanStd(1, epsilon=1e-12)  # a negligible prior: the std of the distances seen
 
     def __call__(self, next_obs: Tensor, buffer_obs: Tensor) -> Tensor:
         """``(B,)`` normalised rewards for ``next_obs (B, D)`` against ``buffer_obs (N, D)``."""
         d = knn_state_entropy(next_obs, buffer_obs, self.k)
-        # Chan et al.'s parallel update of the running mean and variance
-        n, mean, var = d.numel(), float(d.mean()), float(d.var(unbiased=False))
-        delta, total = mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.m2 += var * n + delta**2 * self.count * n / total
-        self.count = total
-        return d / max(math.sqrt(self.m2 / self.count), 1e-8)
+        self.stats.update(d.unsqueeze(-1))
+        return d / float(self.stats.var.sqrt().clamp_min(1e-8))
