@@ -27,6 +27,8 @@ import json
 import time
 from pathlib import Path
 
+from grpo_arith import problems, prompt  # the task's problems and prompt format (bench/ is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 ARITH = HERE / "out" / "grpo_arith"
 OUT = HERE / "out" / "instructgpt_arith"
@@ -80,7 +82,8 @@ def rm(a: argparse.Namespace) -> None:
     from rlhfkit.language.data import load_data
     from rlhfkit.language.models import load_reward_model, load_tokenizer, save_model
     from rlhfkit.language.reward import train_reward_model
-    from rlhfkit.language.train import TrainArgs, train_val_split
+    from rlhfkit.language.data import train_val_split
+    from rlhfkit.language.train import TrainArgs
 
     out = Path(a.out)
     tok = load_tokenizer(ARITH / "sft")
@@ -96,41 +99,82 @@ def rm(a: argparse.Namespace) -> None:
     print(json.dumps(info))
 
 
-def ppo_run(a: argparse.Namespace, name: str, *, reward: str, beta: float, kl_target: float | None,
-            budget: float, gold_watch: bool = True) -> dict:
-    _setup(a.threads)
+def run_ppo(name: str, out: Path, rewards: list, *, model_dir: Path, train: list, held: list, evaluate,
+            args, settings, gold: list = (), costs: list = (), segments: list = (), ptx: list = ()) -> dict:
+    """Train one PPO run in ``out / "runs" / name`` and return its record (curve of ``eval/*`` metrics
+    against training wall time and steps, the time split, trained tokens/s)."""
     from rlhfkit.language.models import load_causal_lm, load_tokenizer
+    from rlhfkit.language.ppo import train_ppo
+
+    tok, model = load_tokenizer(model_dir), load_causal_lm(model_dir)
+    run_dir = out / "runs" / name
+    r = train_ppo(model, tok, train, rewards, args, settings, gold=gold, costs=costs, segments=segments, ptx=ptx,
+                  evaluate=evaluate, out=run_dir)
+    curve = [{"train_s": round(h["time/train_wall_s"], 1), "step": h["step"],
+              **{k.removeprefix("eval/"): v for k, v in h.items() if k.startswith("eval/")}}
+             for h in r.history if any(k.startswith("eval/") for k in h)]
+    last = next((h for h in reversed(r.history) if "reward/mean" in h), {})
+    record = {"name": name, "curve": curve, "steps": r.steps, "train_wall_s": r.wall_s, "gen_s": r.generate_s,
+              "train_s": r.train_s, "trained_tokens_per_s": r.trained_tokens_per_s,
+              "last": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
+    (run_dir / "record.json").write_text(json.dumps(record))
+    return record
+
+
+def ppo_run(a: argparse.Namespace, name: str, *, reward: str, beta: float, kl_target: float | None,
+            budget: float, gold_watch: bool = True, ptx_coef: float = 0.0) -> dict:
+    _setup(a.threads)
+    from rlhfkit.language.data import SFTExample
+    from rlhfkit.language.models import load_tokenizer
     from rlhfkit.language.online import evaluate_greedy
-    from rlhfkit.language.ppo import PPOSettings, train_ppo
+    from rlhfkit.language.ppo import PPOSettings
     from rlhfkit.language.prompts import load_prompts
     from rlhfkit.language.rewards import RewardFunction, load_reward_function
     from rlhfkit.language.train import TrainArgs
 
     out = Path(a.out)
-    tok, model = load_tokenizer(ARITH / "sft"), load_causal_lm(ARITH / "sft")
+    tok = load_tokenizer(ARITH / "sft")
     train, held = load_prompts(ARITH / "train.jsonl").examples, load_prompts(ARITH / "eval.jsonl").examples
     gold = RewardFunction("exact_match", exact_match)
     rewards = [gold] if reward == "gold" else [load_reward_function(str(out / "rm"))]
+    ptx = [SFTExample(prompt="", completion=f"{prompt(x, y)} {x + y}") for x, y in problems()["sft"]] if ptx_coef > 0 else []
+    held_text = [SFTExample(prompt="", completion=p.prompt + p.columns["answer"]) for p in load_prompts(ARITH / "choose.jsonl").examples]
 
     def evaluate(m) -> dict[str, float]:
-        return {"eval/accuracy": evaluate_greedy(m, tok, held, [gold], max_new_tokens=5)["eval/reward"]}
+        return {"eval/accuracy": evaluate_greedy(m, tok, held, [gold], max_new_tokens=5)["eval/reward"],
+                "eval/sft_nll": text_nll(m, tok, held_text)}
 
     args = TrainArgs(lr=a.lr, max_steps=10**9, schedule="constant", warmup_ratio=0.0, max_length=32, seed=a.seed)
     settings = PPOSettings(prompts_per_step=a.prompts_per_step, num_generations=a.generations, ppo_epochs=a.ppo_epochs,
                            mini_batches=a.mini_batches, max_new_tokens=5, beta=beta, kl_target=kl_target,
-                           kl_horizon=a.kl_horizon, eval_every_s=a.eval_every, max_train_s=budget)
-    run_dir = out / "runs" / name
-    r = train_ppo(model, tok, train, rewards, args, settings, gold=[gold] if gold_watch and reward != "gold" else (),
-                  evaluate=evaluate, out=run_dir)
-    curve = [{"train_s": round(h["time/train_wall_s"], 1), "step": h["step"], "accuracy": h["eval/accuracy"]}
-             for h in r.history if "eval/accuracy" in h]
-    record = {"name": name, "reward": reward, "beta": beta, "kl_target": kl_target, "curve": curve,
-              "steps": r.steps, "train_wall_s": r.wall_s, "gen_s": r.generate_s, "train_s": r.train_s,
-              "trained_tokens_per_s": r.trained_tokens_per_s}
-    (run_dir / "record.json").write_text(json.dumps(record))
-    print(f"{name}: {curve[0]['accuracy']:.3f} → {curve[-1]['accuracy']:.3f} in {r.wall_s:.0f} s, {r.steps} steps",
-          flush=True)
+                           kl_horizon=a.kl_horizon, eval_every_s=a.eval_every, max_train_s=budget, ptx_coef=ptx_coef,
+                           ptx_batch_size=a.ptx_batch_size)
+    record = run_ppo(name, out, rewards, model_dir=ARITH / "sft", train=train, held=held, evaluate=evaluate, args=args,
+                     settings=settings, gold=[gold] if gold_watch and reward != "gold" else [], ptx=ptx)
+    record.update(reward=reward, beta=beta, kl_target=kl_target, ptx_coef=ptx_coef)
+    (out / "runs" / name / "record.json").write_text(json.dumps(record))
+    c = record["curve"]
+    print(f"{name}: accuracy {c[0]['accuracy']:.3f} → {c[-1]['accuracy']:.3f}, SFT-text NLL {c[0]['sft_nll']:.4f} → "
+          f"{c[-1]['sft_nll']:.4f} in {record['train_wall_s']:.0f} s, {record['steps']} steps", flush=True)
     return record
+
+
+def text_nll(model, tok, examples) -> float:
+    """Mean negative log-likelihood per token (nats) of whole texts (prompt and answer): the SFT-data
+    likelihood whose drop under RL is the alignment tax PPO-ptx counters (Ouyang et al. 2022, §4.2)."""
+    import torch
+
+    from rlhfkit.language.logprobs import packed_logprobs, run_packed
+    from rlhfkit.language.sft import encode_sft
+
+    items = encode_sft(tok, examples, 32)
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        lp_n = run_packed(lambda pb: torch.stack([x.float() for x in packed_logprobs(model, pb)], -1),
+                          [[e] for e in items], tok.pad_token_id, max_tokens=4096)
+    model.train(was)
+    return float(-lp_n[:, 0].sum() / lp_n[:, 1].sum())
 
 
 def ppo(a: argparse.Namespace) -> None:
@@ -149,8 +193,61 @@ def ppo(a: argparse.Namespace) -> None:
 
 
 def overopt(a: argparse.Namespace) -> None:
+    """β = 0, a fixed β and the adaptive controller on the learned reward, gold watched: each run writes
+    its overoptimisation.png; the summary reports where the proxy keeps rising after the gold peak and how
+    closely the adaptive controller holds its KL target after warm-up."""
+    lines = [f"over-optimisation on the learned reward, {a.overopt_budget:.0f} s each; β {a.beta}, KL target "
+             f"{a.kl_target} nats (horizon {a.kl_horizon:.0f})"]
     for name, beta, target in (("beta0", 0.0, None), ("fixed", a.beta, None), ("adaptive", a.beta, a.kl_target)):
-        ppo_run(a, f"overopt_{name}", reward="rm", beta=beta, kl_target=target, budget=a.budget)
+        ppo_run(a, f"overopt_{name}", reward="rm", beta=beta, kl_target=target, budget=a.overopt_budget)
+        lines.append(overopt_summary(Path(a.out) / "runs" / f"overopt_{name}" / "metrics.jsonl", name, target))
+    print("\n".join(lines))
+    (Path(a.out) / "overopt.txt").write_text("\n".join(lines) + "\n")
+
+
+def overopt_summary(metrics: Path, name: str, target: float | None, window: int = 10) -> str:
+    """Gold and proxy at the gold's peak and at the end (means over ``window`` steps); for a KL target,
+    the share of post-warm-up steps (the second half of the run) whose KL lies within ±50% of it."""
+    import numpy as np
+
+    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if "reward/mean" in r and "gold/mean" in r]
+    smooth = lambda k: np.convolve([r[k] for r in rows], np.ones(window) / window, mode="valid")  # noqa: E731
+    gold, proxy, kl = smooth("gold/mean"), smooth("reward/mean"), smooth("kl/sequence")
+    peak = int(np.argmax(gold))
+    text = (f"{name:9s} gold {gold[0]:.3f} → peak {gold[peak]:.3f} (step {peak + window}, KL {kl[peak]:.2f}) → end "
+            f"{gold[-1]:.3f}; proxy {proxy[0]:.3f} → {proxy[peak]:.3f} at the gold peak → {proxy[-1]:.3f} at the end "
+            f"(KL {kl[-1]:.2f}); proxy {'still rising' if proxy[-1] > proxy[peak] else 'not rising'} after the gold "
+            f"peak, gold {'fell' if gold[-1] < gold[peak] - 0.01 else 'flat'}")
+    if target is not None:
+        raw = np.array([r["kl/sequence"] for r in rows[len(rows) // 2:]])
+        share = float(np.mean(np.abs(raw - target) <= 0.5 * target))
+        text += (f"; KL after warm-up {raw.mean():.2f} ± {raw.std():.2f} (target {target}), {100 * share:.0f}% of "
+                 f"steps within ±50%, mean of {window}-step windows within ±50%: "
+                 f"{bool(np.all(np.abs(kl[len(kl) // 2:] - target) <= 0.5 * target))}")
+    return text
+
+
+def ptx(a: argparse.Namespace) -> None:
+    """PPO-ptx: the adaptive-β run on the learned reward with γ = 0 and γ > 0; the alignment tax is the
+    rise of the held-out SFT-text NLL (the 500 choosing problems as whole texts)."""
+    runs = {g: ppo_run(a, f"ptx_{g:g}", reward="rm", beta=a.beta, kl_target=a.kl_target, budget=a.overopt_budget,
+                       ptx_coef=g) for g in (0.0, a.ptx_coef)}
+    lines = [f"PPO-ptx, {a.overopt_budget:.0f} s each, adaptive β (target {a.kl_target}); SFT text: the 2,000 SFT "
+             "problems; tax measured on the 500 choosing problems (NLL per token, nats)"]
+    tax = {}
+    for g, r in runs.items():
+        c = r["curve"]
+        tax[g] = c[-1]["sft_nll"] - c[0]["sft_nll"]
+        lines.append(f"γ = {g:<5g} accuracy {c[0]['accuracy']:.3f} → {c[-1]['accuracy']:.3f}; SFT-text NLL "
+                     f"{c[0]['sft_nll']:.4f} → {c[-1]['sft_nll']:.4f} (tax {tax[g]:+.4f})")
+    g = a.ptx_coef
+    acc_gap = abs(runs[g]["curve"][-1]["accuracy"] - runs[0.0]["curve"][-1]["accuracy"])
+    ok = tax[0.0] > 0 and tax[g] <= 0.5 * tax[0.0] and acc_gap <= 0.02
+    lines.append(f"{'PASS' if ok else 'FAIL'}  tax with γ {g}: {tax[g]:+.4f} vs {tax[0.0]:+.4f} (≤ half), accuracy gap "
+                 f"{100 * acc_gap:.1f} points (≤ 2)")
+    print("\n".join(lines))
+    (Path(a.out) / "ptx.txt").write_text("\n".join(lines) + "\n")
 
 
 def _plot(results: dict, path: Path) -> None:
@@ -175,12 +272,12 @@ def _plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("cmd", choices=["pairs", "rm", "ppo", "overopt", "all"])
+    p.add_argument("cmd", choices=["pairs", "rm", "ppo", "overopt", "ptx", "all"])
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pairs", type=int, default=1000)
-    p.add_argument("--rm-lr", type=float, default=3e-4)
-    p.add_argument("--rm-epochs", type=float, default=3.0)
+    p.add_argument("--rm-lr", type=float, default=1e-3)
+    p.add_argument("--rm-epochs", type=float, default=10.0)
     p.add_argument("--budget", type=float, default=600.0)
     p.add_argument("--eval-every", type=float, default=60.0)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -191,9 +288,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--beta", type=float, default=0.05)
     p.add_argument("--kl-target", type=float, default=1.0)
     p.add_argument("--kl-horizon", type=float, default=10_000.0)
+    p.add_argument("--overopt-budget", type=float, default=300.0)
+    p.add_argument("--ptx-coef", type=float, default=1.0)
+    p.add_argument("--ptx-batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    steps = {"pairs": [pairs], "rm": [rm], "ppo": [ppo], "overopt": [overopt], "all": [pairs, rm, ppo, overopt]}
+    steps = {"pairs": [pairs], "rm": [rm], "ppo": [ppo], "overopt": [overopt], "ptx": [ptx],
+             "all": [pairs, rm, ppo, overopt, ptx]}
     for fn in steps[a.cmd]:
         fn(a)
 

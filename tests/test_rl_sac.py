@@ -144,3 +144,64 @@ def test_sac_learns_the_best_action_of_a_one_step_task():
     best = agent.act(rng.uniform(-1, 1, (16, 2)).astype(np.float32), deterministic=True)
     assert np.abs(best - 0.5).max() < 0.15, best.ravel()
     assert math.isfinite(float(agent.alpha))
+
+
+def _filled(capacity: int, n_envs: int, steps: int, ends: dict[int, list[bool]]) -> ReplayBuffer:
+    """A buffer whose obs at vector step t is t, with the episode ends given per step."""
+    buf = ReplayBuffer(capacity=capacity * n_envs, n_envs=n_envs, obs_dim=1, act_dim=1)
+    for t in range(steps):
+        buf.add(obs=np.full((n_envs, 1), t), actions=np.zeros((n_envs, 1)), env_actions=np.zeros((n_envs, 1)),
+                next_obs=np.zeros((n_envs, 1)), true_rewards=np.zeros(n_envs), rewards=np.zeros(n_envs),
+                terminated=np.zeros(n_envs), episode_end=np.array(ends.get(t, [False] * n_envs)))
+    return buf
+
+
+def test_recent_steps_is_qpas_policy_aligned_window():
+    # one env, episodes of 10 steps ending at 9, 19, 29, 39; 45 steps stored (the 5th episode is running)
+    buf = _filled(100, 1, 45, {t: [True] for t in (9, 19, 29, 39)})
+    # the last 2 whole episodes start after the 3rd most recent end (step 19): steps 20 … 44
+    assert buf.recent_steps(2) == 25
+    assert buf.recent_steps(1) == 15  # steps 30 … 44
+    assert buf.recent_steps(4) == 45 and buf.recent_steps(9) == 45  # fewer ends than asked: everything
+    # two lockstep envs, both ending at 9 and 19, env 1 also at 14: 3 whole episodes need
+    # 3 + 2 = 5 ends back from the newest step: 19, 19, 14, 9, 9 → the window starts at step 10
+    buf = _filled(100, 2, 25, {9: [True, True], 14: [False, True], 19: [True, True]})
+    assert buf.recent_steps(3) == 15
+    # after a wrap the window is counted in time order: 8 steps kept of 12, ends at 5 and 9
+    buf = _filled(8, 1, 12, {5: [True], 9: [True]})
+    assert buf.recent_steps(1) == 6  # after the end at step 5: steps 6 … 11
+    with pytest.raises(ValueError, match="episodes must be >= 1"):
+        buf.recent_steps(0)
+
+
+def test_sample_hybrid_draws_its_recent_share_from_the_last_steps():
+    buf = _filled(8, 2, 12, {})  # wrapped: steps 4 … 11 stored, the newest at ring slot 3
+    g = torch.Generator().manual_seed(0)
+    batch = buf.sample_hybrid(10, 3, 0.5, g)  # QPA's her_ratio 0.5: 5 recent, 5 uniform
+    assert batch["obs"].shape == (10, 1)
+    assert set(batch["obs"][5:, 0].tolist()) <= {9.0, 10.0, 11.0}
+    big = buf.sample_hybrid(4000, 3, 0.25, g)["obs"][:, 0]
+    assert set(big[3000:].unique().tolist()) == {9.0, 10.0, 11.0}  # every recent step, nothing older
+    assert set(big[:3000].unique().tolist()) == set(map(float, range(4, 12)))
+    assert buf.sample_hybrid(6, 3, 0.0, g)["obs"].shape == (6, 1)
+    with pytest.raises(ValueError, match="recent_frac in"):
+        buf.sample_hybrid(6, 3, 1.5, g)
+
+
+def test_replay_buffer_state_dict_round_trip_and_episode_mark():
+    buf = _filled(8, 2, 11, {4: [True, False]})
+    state = buf.state_dict()
+    assert state["obs"].shape == (8, 2, 1)
+    fresh = ReplayBuffer(capacity=16, n_envs=2, obs_dim=1, act_dim=1)
+    fresh.load_state_dict(state)
+    assert (fresh.pos, fresh.full) == (buf.pos, buf.full)
+    for k in ReplayBuffer.FIELDS:
+        torch.testing.assert_close(fresh.data[k], buf.data[k])
+    fresh.mark_episode_end()
+    assert fresh.trajectories().episode_end[-1].tolist() == [True, True]
+    assert fresh.data["episode_end"][(fresh.pos - 1) % 8].tolist() == [1.0, 1.0]
+    assert fresh.data["terminated"].sum() == 0  # an end, not a termination
+    partial = _filled(8, 2, 3, {})
+    assert partial.state_dict()["obs"].shape == (3, 2, 1)  # only what is stored
+    with pytest.raises(ValueError, match="holds 8 steps × 2 envs"):
+        ReplayBuffer(capacity=10, n_envs=1, obs_dim=1, act_dim=1).load_state_dict(state)

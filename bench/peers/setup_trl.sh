@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # Create bench/.venv-trl (git-ignored) holding the TRL peer for the language
-# benchmark (reward-model and DPO trainers, bench/peers/trl_run.py).
+# benchmark (reward-model and DPO trainers, bench/peers/trl_run.py; GRPOTrainer,
+# bench/peers/trl_grpo.py).
 # Idempotent: a stamp file records a finished install; re-running with the stamp
 # present only checks the versions.  Delete the stamp (or the venv) to redo it.
+#
+#     bash bench/peers/setup_trl.sh          # bench/.venv-trl,     trl 1.16.0
+#     bash bench/peers/setup_trl.sh ppo      # bench/.venv-trl-ppo, trl 1.12.0
+#
+# The `ppo` variant is for bench/peers/trl_ppo.py: TRL 1.12.0 is the last release
+# with PPOTrainer (trl.experimental.ppo); 1.13.0 removed PPO altogether.
 #
 # TRL pulls transformers/datasets/accelerate, which the project's own .venv
 # must not gain, hence the separate environment.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="${TRL_VENV:-$HERE/../.venv-trl}"
 PY="${PYTHON:-python3}"
 TORCH_SPEC="torch==2.13.0"
-TRL_SPEC="trl==1.16.0"
+case "${1:-}" in
+    "") VENV="${TRL_VENV:-$HERE/../.venv-trl}"; TRL_SPEC="trl==1.16.0" ;;
+    ppo) VENV="${TRL_VENV:-$HERE/../.venv-trl-ppo}"; TRL_SPEC="trl==1.12.0" ;;
+    *) echo "usage: $0 [ppo]" >&2; exit 2 ;;
+esac
 STAMP="$VENV/.bench-trl-installed"
 
 if [ ! -x "$VENV/bin/python" ]; then

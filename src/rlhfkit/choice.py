@@ -16,6 +16,8 @@ Sources
 - Bradley & Terry (1952), "Rank analysis of incomplete block designs".
 - Christiano et al. (2017), "Deep RL from Human Preferences", Eq. (1) and §2.2.3
   (Boltzmann-rational comparisons on summed reward, 10% uniform-noise floor).
+- Dai et al. (2023), "Safe RLHF: Safe Reinforcement Learning from Human Feedback", Eq. (6)
+  (the cost model: pairs ordered by harm plus a per-response safety-sign term).
 - Davidson (1970), "On extending the Bradley-Terry model to accommodate ties", Eq. (2.1).
 - Plackett (1975), "The analysis of permutations"; Luce (1959), "Individual choice behavior".
 - Thurstone (1927), "A law of comparative judgment" (Case V).
@@ -36,10 +38,12 @@ __all__ = [
     "bradley_terry_logprob",
     "bradley_terry_nll",
     "bradley_terry_prob",
+    "cost_pair_loss",
     "davidson_logprobs",
     "davidson_nll",
     "hinge_loss",
     "plackett_luce_nll",
+    "reward_pair_loss",
     "thurstone_nll",
 ]
 
@@ -151,6 +155,97 @@ def bradley_terry_nll(
     _check_target(target)
     target = target.to(log_left.dtype)
     return -(target * log_left + (1 - target) * log_right)
+
+
+def _per_head(x: Tensor, B: int, E: int) -> Tensor:
+    """A ``(B,)`` (or scalar) per-pair quantity repeated for the ``E`` heads and flattened: ``(B·E,)``."""
+    return x.unsqueeze(-1).expand(B, E).reshape(-1) if isinstance(x, Tensor) else x
+
+
+def _heads(r_chosen: Tensor, r_rejected: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``(B,)`` or ``(B, E)`` scores of a pair as ``(B, E)`` each; checks shapes (and the weights')."""
+    if r_chosen.shape != r_rejected.shape or r_chosen.ndim not in (1, 2):
+        raise ValueError(f"chosen and rejected scores differ in shape or are not (B,) or (B, E): "
+                         f"{tuple(r_chosen.shape)} vs {tuple(r_rejected.shape)}")
+    rc = r_chosen if r_chosen.ndim == 2 else r_chosen.unsqueeze(-1)  # (B, E)
+    rr = r_rejected if r_rejected.ndim == 2 else r_rejected.unsqueeze(-1)
+    if weights is not None and weights.shape != rc.shape:
+        raise ValueError(f"weights must be (B, E) = {tuple(rc.shape)}, got {tuple(weights.shape)}")
+    return rc, rr
+
+
+def reward_pair_loss(r_chosen: Tensor, r_rejected: Tensor, target: Tensor | None = None, *,
+                     margin: Tensor | float = 0.0, weights: Tensor | None = None) -> Tensor:
+    """Bradley-Terry reward-model loss per pair, averaged over ensemble heads.
+
+    ``L_b = (1/E) Σ_e w_{b,e} · BT(r_{b,e}^c, r_{b,e}^r; μ_b, m_b)`` with ``BT`` from
+    :func:`bradley_terry_nll` (Ouyang et al. 2022, Eq. 1; the margin ``m`` is Llama 2's, Touvron et
+    al. 2023, Eq. 2).
+
+    Args:
+        r_chosen, r_rejected: ``(B,)`` or ``(B, E)`` rewards (``E`` ensemble heads).
+        target: ``(B,)`` probability that ``chosen`` is better (0.5: a tie); None: all 1.
+        margin: scalar or ``(B,)`` margin, in reward units.
+        weights: ``(B, E)`` bootstrap weights; None: all 1.
+
+    Returns:
+        ``(B,)`` loss in nats.
+
+    Raises:
+        ValueError: on mismatched shapes, or a target outside ``[0, 1]``.
+    """
+    rc, rr = _heads(r_chosen, r_rejected, weights)
+    B, E = rc.shape
+    per = bradley_terry_nll(rc.reshape(-1), rr.reshape(-1), _per_head(target, B, E),
+                            margin=_per_head(margin, B, E)).view(B, E)  # (B, E)
+    return (per * weights if weights is not None else per).mean(-1)
+
+
+def cost_pair_loss(c_chosen: Tensor, c_rejected: Tensor, target: Tensor | None = None, *,
+                   sign_chosen: Tensor | None = None, sign_rejected: Tensor | None = None,
+                   margin: Tensor | float = 0.0, weights: Tensor | None = None) -> Tensor:
+    """Safe RLHF's cost-model loss per pair, averaged over ensemble heads (Dai et al. 2023, Eq. 6).
+
+    The pair is ordered by safety: ``chosen`` is the *safer* response (``y_l`` in the paper),
+    ``rejected`` the more harmful one (``y_w``), so the cost ``C`` must rank ``rejected`` above::
+
+        L = -log σ(C(y_r) - C(y_c) - m) - |s_r| log σ(s_r C(y_r)) - |s_c| log σ(s_c C(y_c))
+
+    with the safety sign ``s = +1`` for a response labelled unsafe, ``-1`` for one labelled safe
+    and ``0`` where there is no label (the term drops). The sign term anchors the cost's zero:
+    ``C > 0`` means unsafe, so PPO-Lagrangian's threshold ``d = 0`` asks for safe responses. A tie
+    (``target = 0.5``) is the soft Bradley-Terry target ½ on the ordering term. Each head ``e``
+    is weighted by ``w_{b,e}`` and the heads are averaged. In log space (``logsigmoid``).
+
+    Args:
+        c_chosen, c_rejected: ``(B,)`` or ``(B, E)`` costs (the safer, the more harmful response).
+        target: ``(B,)`` probability that ``chosen`` is the safer one (1, or 0.5 for a tie); None: all 1.
+        sign_chosen, sign_rejected: ``(B,)`` safety signs in ``{-1, 0, +1}`` (+1 unsafe, -1 safe,
+            0 unlabelled); None: no labels.
+        margin: scalar or ``(B,)`` margin by which the more harmful response must cost more, in cost units.
+        weights: ``(B, E)`` bootstrap weights; None: all 1.
+
+    Returns:
+        ``(B,)`` loss in nats.
+
+    Raises:
+        ValueError: on mismatched shapes, a target outside ``[0, 1]``, or a sign outside ``{-1, 0, +1}``.
+    """
+    rc, rr = _heads(c_chosen, c_rejected, weights)
+    B, E = rc.shape
+    # the harm ordering: the rejected (more harmful) response must cost more, -log σ(C_r - C_c - m)
+    per = bradley_terry_nll(rr.reshape(-1), rc.reshape(-1), _per_head(target, B, E),
+                            margin=_per_head(margin, B, E)).view(B, E)  # (B, E)
+    for sign, cost in ((sign_chosen, rc), (sign_rejected, rr)):
+        if sign is None:
+            continue
+        if sign.shape != (B,):
+            raise ValueError(f"safety signs must be (B,) = ({B},), got {tuple(sign.shape)}")
+        if torch.any((sign != 0) & (sign.abs() != 1)):
+            raise ValueError("safety signs must be +1 (unsafe), -1 (safe) or 0 (unlabelled)")
+        s = sign.to(cost.dtype).unsqueeze(-1)  # (B, 1)
+        per = per - s.abs() * F.logsigmoid(s * cost)  # (B, E)
+    return (per * weights if weights is not None else per).mean(-1)
 
 
 def davidson_logprobs(score_left: Tensor, score_right: Tensor, nu: Tensor | float) -> Tensor:

@@ -8,7 +8,8 @@ from typer import core as _typer_core
 from rlhfkit.cli.control import app as control_app
 from rlhfkit.cli.label import app as label_app
 from rlhfkit.cli.lm import app as lm_app
-from rlhfkit.cli import lm_online as _lm_online  # noqa: F401  (registers `rlhf lm grpo`)
+from rlhfkit.cli import lm_online as _lm_online  # noqa: F401  (registers `rlhf lm grpo` and `rlhf lm ppo`)
+from rlhfkit.cli import lm_label as _lm_label  # noqa: F401  (registers `rlhf lm label`)
 from rlhfkit.cli.rank import app as rank_app
 
 
@@ -25,7 +26,8 @@ if hasattr(_typer_core, "TyperArgument") and hasattr(_typer_core.TyperArgument, 
 app = typer.Typer(no_args_is_help=True, help="rlhfkit: reinforcement learning from human feedback.")
 app.add_typer(control_app, name="control", help="Deep RL from preferences on gymnasium tasks.")
 app.add_typer(label_app, name="label", help="Label from a browser: serve the page, labellers, agreement, TRL export/import.")
-app.add_typer(lm_app, name="lm", help="Language-model RLHF: tiny models, SFT, reward models, DPO, GRPO.")
+app.add_typer(lm_app, name="lm", help="Language-model RLHF: tiny models, SFT, reward and cost models, DPO, GRPO, PPO, "
+                                       "labelling pairs (synthetic teacher or AI judge).")
 app.add_typer(rank_app, name="rank", help="Rank items (players, teams, models) from comparisons.")
 
 

@@ -3,6 +3,7 @@
     rlhf lm tiny --data prefs.jsonl --out runs/tiny
     rlhf lm sft  --model runs/tiny --data prefs.jsonl --out runs/sft
     rlhf lm rm   --model runs/sft  --data prefs.jsonl --out runs/rm
+    rlhf lm rm   --model runs/sft  --data safety.jsonl --out runs/cm --cost   # chosen = the safer response
     rlhf lm dpo  --model runs/sft  --data prefs.jsonl --out runs/dpo
 
 Each trainer holds out a fixed, seeded validation split (``--val-fraction``) that picks the best
@@ -49,7 +50,8 @@ _OPTION_NAMES = {"loss_type": "--loss", "label_smoothing": "--label-smoothing", 
                  "clip_range": "--clip-range", "ratio_level": "--ratio-level", "kl_estimator": "--kl-estimator",
                  "top_p": "--top-p", "top_k": "--top-k", "max_train_s": "--max-train-s",
                  "log_completions_every": "--log-completions-every", "save_every": "--save-every",
-                 "max_grad_norm": "--max-grad-norm"}
+                 "max_grad_norm": "--max-grad-norm", "cost_threshold": "--cost-threshold",
+                 "lambda_init": "--lambda-init", "lambda_lr": "--lambda-lr", "lambda_max": "--lambda-max"}
 
 
 def option_names(message: str) -> str:
@@ -282,6 +284,10 @@ def rm_cmd(model: Path = Opt(..., help="Model directory (the SFT model, or any c
            pooling: str = Opt("last", help="last: the head at the EOS (what HF loaders do); mean: the mean of "
                                            "per-token head outputs over the response; sum: their sum "
                                            "(length-aware)."),
+           cost: bool = Opt(False, help="Fit a Safe RLHF cost model (Dai et al. 2023, Eq. 6) instead: `chosen` is the "
+                                        "SAFER response and must cost less; rows with chosen_safe / rejected_safe "
+                                        "(true/false) add -log σ(s·C), s = +1 unsafe, -1 safe, so C > 0 means "
+                                        "unsafe. Use the directory as `rlhf lm ppo --cost DIR`."),
            eval_file: Optional[Path] = EVAL_FILE, lr: float = Opt(1e-4, help="Peak learning rate."),
            epochs: float = EPOCHS,
            max_steps: int = MAX_STEPS, batch_size: int = BATCH, micro_batch_size: int = MICRO,
@@ -289,7 +295,8 @@ def rm_cmd(model: Path = Opt(..., help="Model directory (the SFT model, or any c
            patience: int = PATIENCE, weight_decay: float = WD, warmup_ratio: float = WARMUP, seed: int = SEED,
            lora_r: int = LORA, gradient_checkpointing: bool = GC, skip_bad: bool = SKIP,
            threads: int = THREADS) -> None:
-    """Fit a reward model (Bradley-Terry on pairs, ties ½, Plackett-Luce on ranked lists)."""
+    """Fit a reward model (Bradley-Terry on pairs, ties ½, Plackett-Luce on ranked lists), or with --cost a
+    cost model."""
     from rlhfkit.language.models import apply_lora, load_reward_model, load_tokenizer
     from rlhfkit.language.reward import encode_preferences, evaluate_reward_model, train_reward_model
     from rlhfkit.language.train import save_args, set_threads
@@ -311,20 +318,22 @@ def rm_cmd(model: Path = Opt(..., help="Model directory (the SFT model, or any c
         rm = load_reward_model(model, num_heads=heads, pad_token_id=tok.pad_token_id, pooling=pooling)
     except ValueError as e:
         _fail(f"--pooling: {e}")
+    rm.config.cost_model = cost  # saved: `rlhf lm ppo` warns when a cost model is given as a reward, or back
     if args.lora_r:
         rm = apply_lora(rm, args.lora_r, args.lora_alpha, task="SEQ_CLS")
     train, val = _split(loaded.examples, args)
+    title = "cost model" if cost else "reward model"
     with run_directory(out):
         if _is_main():
-            save_args(out, train=args, model=str(model), data=str(data), heads=heads)
-        fitted = _run("reward model", lambda p: train_reward_model(rm, tok, train, val, args, out=out, progress=p))
+            save_args(out, train=args, model=str(model), data=str(data), heads=heads, cost=cost)
+        fitted = _run(title, lambda p: train_reward_model(rm, tok, train, val, args, out=out, progress=p, cost=cost))
     held = {}
     if held_out is not None:
         fitted.model.eval()
         ev = evaluate_reward_model(fitted.model, tok.pad_token_id,
-                                   encode_preferences(tok, held_out.examples, args.max_length))
+                                   encode_preferences(tok, held_out.examples, args.max_length), cost=cost)
         held = {**{k.replace("val/", "held_out/"): v for k, v in ev.items()}, **_held_out_counts(held_out)}
-    _finish(out, fitted, fitted.model, tok, {"skipped_rows": loaded.skipped, **held}, "reward model")
+    _finish(out, fitted, fitted.model, tok, {"skipped_rows": loaded.skipped, **held}, title)
 
 
 @app.command("dpo")

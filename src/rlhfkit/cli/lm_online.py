@@ -4,6 +4,11 @@
     rlhf lm grpo --model runs/sft --data prompts.jsonl --reward my_rewards.py:correct \\
         --reward 'regex:<think>.*</think>.*' --reward-weight 1 --reward-weight 0.2 --out runs/grpo
     rlhf lm ppo  --model runs/sft --data prompts.jsonl --reward runs/rm --kl-target 6 --out runs/ppo
+    rlhf lm ppo  --model runs/sft --data prompts.jsonl --reward runs/rm --cost runs/cm --cost-threshold 0 \
+        --out runs/safe                                   # Safe RLHF: PPO-Lagrangian with a cost model
+    rlhf lm ppo  --model runs/sft --data prompts.jsonl --segment-reward my_rewards.py:per_answer --out runs/fg
+    rlhf lm ppo  --model runs/sft --data prompts.jsonl --judge runs/judge --judge-reference-column chosen \
+        --out runs/rlaif                                  # an AI judge against a reference response
     rlhf lm grpo --out runs/grpo --resume
 
 Writes to ``--out``: the model (safetensors, a normal HF directory), ``metrics.jsonl`` (+
@@ -32,8 +37,9 @@ Opt = typer.Option
 
 CURVES = {"grpo": ("reward/mean", "eval/reward", "policy/kl", "policy/clip_fraction", "completions/mean_length",
                    "reward/zero_std_fraction", "completions/clipped_ratio", "loss/policy", "train/grad_norm"),
-          "ppo": ("reward/mean", "gold/mean", "eval/reward", "kl/sequence", "kl/beta", "loss/value",
-                  "policy/clip_fraction", "completions/mean_length", "loss/ptx", "value/mean")}
+          "ppo": ("reward/mean", "gold/mean", "eval/reward", "reward/segments/mean", "kl/sequence", "kl/beta",
+                  "cost/mean", "lagrange/lambda", "loss/value", "loss/cost_value", "policy/clip_fraction",
+                  "completions/mean_length", "loss/ptx", "value/mean")}
 
 # options shared by the two commands (typer needs them spelled out per command)
 MODEL = Opt(None, help="Policy to start from (usually the SFT model). Required unless --resume.")
@@ -102,12 +108,14 @@ def _prompts(path: Path, prompt_column: str, skip_bad: bool) -> Any:
     return loaded(lambda: load_prompts(path, prompt_column=prompt_column, skip_bad=skip_bad), path, skip_bad)
 
 
-def _rewards(specs: list[str], weights: list[float] | None, columns: list[str], what: str = "--reward") -> list:
+def _rewards(specs: list[str], weights: list[float] | None, columns: list[str], what: str = "--reward",
+             weight_option: str | None = None) -> list:
     from rlhfkit.language.rewards import RewardError, check_columns, load_reward_function
 
     weights = list(weights or [1.0] * len(specs))
     if len(weights) != len(specs):
-        _fail(f"{len(specs)} {what} but {len(weights)} {what}-weight: give one weight per reward, in order")
+        _fail(f"{len(specs)} {what} but {len(weights)} {weight_option or what + '-weight'}: give one weight per "
+              f"{what}, in order")
     try:
         functions = [load_reward_function(spec, weight=w) for spec, w in zip(specs, weights)]
         check_columns(functions, columns)
@@ -136,6 +144,10 @@ def _online(kind: str, *, settings_of: Callable[[], Any], settings_cls: type, mo
                       f"(in {out / 'train_args.json'})")
         if reward and list(reward) != saved["rewards"]:
             _fail(f"--reward {reward} differs from the run's {saved['rewards']}; --resume uses the saved settings")
+        for name, value in extra.items():
+            if value not in (None, [], ()) and value != saved.get("extra", {}).get(name):
+                _fail(f"{name} {value} differs from the run's {saved.get('extra', {}).get(name)}; --resume continues "
+                      f"with the saved settings (in {out / 'train_args.json'})")
         model, data, reward = Path(saved["model"]), Path(saved["data"]), saved["rewards"]
         reward_weight, eval_data = saved["reward_weights"], Path(saved["eval_data"]) if saved["eval_data"] else None
         ref, prompt_column, extra = (Path(saved["ref"]) if saved.get("ref") else None), saved["prompt_column"], \
@@ -145,21 +157,25 @@ def _online(kind: str, *, settings_of: Callable[[], Any], settings_cls: type, mo
         except (TypeError, ValueError) as e:
             _fail(f"{out / 'train_args.json'} does not hold valid settings: {e}")
     else:
-        if model is None or data is None or not reward:
-            _fail("--model, --data and at least one --reward are required (or --resume with --out)")
+        if model is None or data is None or not (reward or extra.get("--segment-reward") or extra.get("--judge")):
+            _fail("--model, --data and at least one --reward are required (or --resume with --out)"
+                  + ("; PPO also takes --segment-reward or --judge in place of --reward" if kind == "ppo" else ""))
         try:
             settings = settings_of()
             args = TrainArgs(**train, val_fraction=0.0)
         except ValueError as e:
             _fail(option_names(str(e)))
+    reward = list(reward or [])
     for name, path in (("--model", model), ("--ref", ref), *((k, Path(v)) for k, v in extra.items()
-                                                             if k in ("--critic",) and v)):
+                                                             if k in ("--critic", "--judge") and v)):
         if path is not None and not (path / "config.json").is_file():
             _fail(f"{name} {path} is not a Hugging Face model directory (no config.json)")
     train_data = _prompts(data, prompt_column, skip_bad)
     held = _prompts(eval_data, prompt_column, skip_bad) if eval_data is not None else None
     functions = _rewards(reward, reward_weight, train_data.columns)
+    _check_cost_models(reward, want_cost=False, what="--reward")
     options = _trainer_options(kind, extra, train_data, prompt_column, skip_bad)
+    functions += options.pop("judge", [])
     set_threads(threads)
     tok, policy = load_tokenizer(model), load_causal_lm(model)
     ref_model = load_causal_lm(ref) if ref is not None and (kind == "ppo" or settings.beta > 0) else None
@@ -175,7 +191,8 @@ def _online(kind: str, *, settings_of: Callable[[], Any], settings_cls: type, mo
             done[0] = step
             info = f"reward {record.get('reward/mean', float('nan')):.3f}  len {record.get('completions/mean_length', 0):.1f}"
             for key, label in (("reward/zero_std_fraction", "no-signal"), ("policy/kl", "kl"), ("kl/sequence", "kl"),
-                               ("kl/beta", "β"), ("gold/mean", "gold")):
+                               ("kl/beta", "β"), ("gold/mean", "gold"), ("cost/mean", "cost"),
+                               ("lagrange/lambda", "λ")):
                 if key in record:
                     info += f"  {label} {record[key]:.3g}"
             progress.update(task, completed=step, total=total, info=info)
@@ -186,7 +203,7 @@ def _online(kind: str, *, settings_of: Callable[[], Any], settings_cls: type, mo
             progress.start()
 
         if _is_main() and not resume:
-            save_args(out, train=args, **{kind: settings}, model=str(model), data=str(data), rewards=list(reward),
+            save_args(out, train=args, **{kind: settings}, model=str(model), data=str(data), rewards=reward,
                       reward_weights=list(reward_weight or [1.0] * len(reward)),
                       eval_data=str(eval_data) if eval_data else None, ref=str(ref) if ref else None,
                       prompt_column=prompt_column, extra=extra)
@@ -207,7 +224,8 @@ def _online(kind: str, *, settings_of: Callable[[], Any], settings_cls: type, mo
                "completions_per_s": round(result.completions_per_s, 1),
                "trained_tokens_per_s": round(result.trained_tokens_per_s, 1),
                "final_reward_mean": last.get("reward/mean"),
-               **{k: last[k] for k in ("gold/mean", "kl/sequence", "kl/beta") if k in last},
+               **{k: last[k] for k in ("gold/mean", "reward/segments/mean", "kl/sequence", "kl/beta", "cost/mean",
+                                       "lagrange/lambda_next") if k in last},
                **{k: v for k, v in last_eval.items() if k.startswith("eval/")},
                "skipped_rows": train_data.skipped}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -221,7 +239,8 @@ def _online(kind: str, *, settings_of: Callable[[], Any], settings_cls: type, mo
 
 
 def _trainer_options(kind: str, extra: dict[str, Any], data: Any, prompt_column: str, skip_bad: bool) -> dict:
-    """PPO's extra inputs: the critic, the watched gold rewards, the ptx text."""
+    """PPO's extra inputs: the critic, the watched gold rewards, the ptx text, the cost and segment
+    rewards, and (under ``"judge"``, for the caller to add to the rewards) the AI judge's reward."""
     if kind != "ppo":
         return {}
     from rlhfkit.cli.lm import _load
@@ -238,7 +257,46 @@ def _trainer_options(kind: str, extra: dict[str, Any], data: Any, prompt_column:
         if loaded.kind not in ("sft", "preference"):
             _fail(f"--ptx-data needs text, prompt/completion, messages or preference rows; it holds {loaded.kind}")
         options["ptx"] = sft_from_preferences(loaded.examples) if loaded.kind == "preference" else loaded.examples
+    if extra.get("--cost") or extra.get("--cost-weight"):
+        options["costs"] = _rewards(list(extra.get("--cost") or []), extra.get("--cost-weight"), data.columns, "--cost")
+        _check_cost_models(extra.get("--cost") or [], want_cost=True, what="--cost")
+    if extra.get("--segment-reward") or extra.get("--segment-weight"):
+        options["segments"] = _rewards(list(extra.get("--segment-reward") or []), extra.get("--segment-weight"),
+                                       data.columns, "--segment-reward", "--segment-weight")
+    if extra.get("--judge"):
+        options["judge"] = [_judge_reward(Path(extra["--judge"]), extra.get("--judge-principle"),
+                                          extra.get("--judge-reference-column"), data.columns)]
     return options
+
+
+def _judge_reward(model_dir: Path, principle: Optional[str], column: Optional[str], columns: list[str]) -> Any:
+    """``--judge DIR``: the AI judge as a reward function against the reference responses in ``column``."""
+    from rlhfkit.language.judge import DEFAULT_PRINCIPLE, JudgeReward, load_judge
+    from rlhfkit.language.rewards import RewardFunction
+
+    if column not in columns:
+        _fail(f"--judge-reference-column {column!r} is not a column of the prompt data; it has: "
+              f"{', '.join(sorted(columns)) or 'no columns besides the prompt'}")
+    try:
+        judge = load_judge(model_dir, principle=principle or DEFAULT_PRINCIPLE, swap=True)
+    except ValueError as e:
+        _fail(f"--judge {model_dir}: {e}")
+    reward = JudgeReward(judge, column)
+    return RewardFunction(reward.__name__, reward, 1.0)
+
+
+def _check_cost_models(specs: list[str], *, want_cost: bool, what: str) -> None:
+    """Warn when a model directory given as ``--cost`` is a reward model, or one given as ``--reward`` a
+    cost model (``rlhf lm rm --cost`` records ``cost_model: true`` in its config): their signs are opposite."""
+    for spec in specs:
+        config = Path(spec) / "config.json"
+        if config.is_file():
+            is_cost = bool(json.loads(config.read_text()).get("cost_model", False))
+            if is_cost != want_cost:
+                console.print(f"[yellow]warning:[/] {what} {escape(spec)} is a "
+                              f"{'cost' if is_cost else 'reward'} model (higher = "
+                              f"{'less safe' if is_cost else 'better'}); "
+                              f"{'--cost takes cost models (rlhf lm rm --cost)' if want_cost else 'give it as --cost'}")
 
 
 def _train_dict(lr: float, epochs: float, max_steps: int, max_length: int, warmup_ratio: float, schedule: str,
@@ -330,6 +388,27 @@ def ppo_cmd(
                                               "preference rows: their chosen responses)."),
     ptx_coef: float = Opt(0.0, help="PPO-ptx's γ: weight of the text's log-likelihood (0: off)."),
     ptx_batch_size: int = Opt(8, help="Text examples per optimiser step in the ptx term."),
+    cost: Optional[list[str]] = Opt(None, help="Safe RLHF: a cost, repeatable, as --reward (module:function, "
+                                               "path/file.py:function, ...) or a cost-model directory (rlhf lm rm "
+                                               "--cost); higher = less safe. Their weighted sum is kept under "
+                                               "--cost-threshold by a Lagrange multiplier λ."),
+    cost_weight: Optional[list[float]] = Opt(None, help="Weight of each --cost, in order (default 1 each)."),
+    cost_threshold: float = Opt(0.0, help="Safe RLHF's d: the mean cost per completion to stay under."),
+    lambda_init: float = Opt(1.0, help="Start value of the Lagrange multiplier λ (> 0)."),
+    lambda_lr: float = Opt(0.05, help="Step size of λ's gradient ascent on log λ: log λ += lr · (mean cost - d)."),
+    lambda_max: Optional[float] = Opt(None, help="Upper clamp of λ (default: none)."),
+    segment_reward: Optional[list[str]] = Opt(None, help="Fine-grained reward (Wu et al. 2023), repeatable: "
+                                                         "module:function or path/file.py:function returning, per "
+                                                         "completion, a list of (end, score) segments (end: a "
+                                                         "character offset of the completion); each score lands on "
+                                                         "its segment's last token."),
+    segment_weight: Optional[list[float]] = Opt(None, help="Weight of each --segment-reward, in order (default 1)."),
+    judge: Optional[Path] = Opt(None, help="A causal-LM directory as an AI judge reward (RLAIF): 2·P(completion ≻ "
+                                           "reference) - 1, both orders asked; needs --judge-reference-column."),
+    judge_principle: Optional[str] = Opt(None, help="--judge: the written principle it judges by (default: "
+                                                    "correct, helpful and honest)."),
+    judge_reference_column: Optional[str] = Opt(None, help="--judge: the prompt-data column holding each prompt's "
+                                                           "reference response."),
     ref: Optional[Path] = REF,
     log_completions_every: int = LOG_EVERY, save_every: int = SAVE_EVERY, eval_every: int = EVAL_EVERY,
     max_train_s: float = MAX_TRAIN_S,
@@ -340,11 +419,16 @@ def ppo_cmd(
     skip_bad: bool = SKIP, resume: bool = RESUME, overwrite: bool = OVERWRITE, threads: int = THREADS,
 ) -> None:
     """RLHF PPO (InstructGPT step 3): per-token KL penalty to the reference, value model, GAE, fixed or
-    adaptive β, PPO-ptx."""
+    adaptive β, PPO-ptx; fine-grained segment rewards, Safe RLHF's cost and λ, an AI judge as reward."""
     from rlhfkit.language.ppo import PPOSettings, train_ppo
 
     if ptx_coef > 0 and ptx_data is None and not resume:
         _fail("--ptx-coef > 0 needs --ptx-data")
+    if not resume and (judge is None) != (judge_reference_column is None):
+        _fail("--judge and --judge-reference-column go together: the judge compares each completion with the "
+              "reference response in that column")
+    if not resume and judge_principle is not None and judge is None:
+        _fail("--judge-principle needs --judge DIR")
 
     def settings() -> Any:
         return PPOSettings(
@@ -354,11 +438,17 @@ def ppo_cmd(
             kl_estimator=kl_estimator, missing_eos_penalty=missing_eos_penalty,  # type: ignore[arg-type]
             whiten_rewards=whiten_rewards, gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range,
             clip_range_value=clip_range_value, vf_coef=vf_coef, ptx_coef=ptx_coef, ptx_batch_size=ptx_batch_size,
+            cost_threshold=cost_threshold, lambda_init=lambda_init, lambda_lr=lambda_lr, lambda_max=lambda_max,
             log_completions_every=log_completions_every, save_every=save_every, eval_every=eval_every,
             max_train_s=max_train_s)
 
     extra = {"--critic": str(critic) if critic else None, "--gold": list(gold or []),
-             "--ptx-data": str(ptx_data) if ptx_data else None}
+             "--ptx-data": str(ptx_data) if ptx_data else None,
+             "--cost": list(cost or []), "--cost-weight": list(cost_weight) if cost_weight else None,
+             "--segment-reward": list(segment_reward or []),
+             "--segment-weight": list(segment_weight) if segment_weight else None,
+             "--judge": str(judge) if judge else None, "--judge-principle": judge_principle,
+             "--judge-reference-column": judge_reference_column}
     _online("ppo", settings_of=settings, settings_cls=PPOSettings, model=model, data=data, reward=reward,
             reward_weight=reward_weight, out=out, eval_data=eval_data, prompt_column=prompt_column, ref=ref,
             train=_train_dict(lr, epochs, max_steps, max_length, warmup_ratio, schedule, weight_decay, max_grad_norm,

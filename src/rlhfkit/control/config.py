@@ -39,15 +39,48 @@ class PebbleConfig:
     """Re-initialise the critics when the first reward model replaces the entropy reward."""
     log_every: int = 1_000
     """Env steps between metrics records."""
+    checkpoint_every: int = 10_000
+    """Env steps between checkpoints (agent, optimisers, reward model, replay buffer, counters, random
+    states) that ``--resume`` continues from; one is also written after every labelling session and at
+    the end. The replay buffer makes each a few MB (Pendulum, 50k steps) to a few hundred (MuJoCo, 1M)."""
+    qpa: bool = False
+    """QPA (Hu et al. 2023, "Query-Policy Misalignment in Preference-Based RL", ICLR 2024): queries drawn
+    uniformly from the last ``qpa_window`` episodes only (the policy-aligned buffer, §4.1; this replaces
+    ``query_window`` and ``query_selection``), and hybrid experience replay while labels remain (§4.2):
+    a ``qpa_replay`` fraction of every SAC batch from those episodes. A loop option rather than a
+    ``--query`` method, since it changes the replay as well as the queries."""
+    qpa_window: int = 10
+    """Episodes in QPA's policy-aligned buffer (the authors' ``max_reward_buffer_size`` on DMControl: 10)."""
+    qpa_replay: float = 0.5
+    """Fraction of each SAC batch from the policy-aligned buffer under QPA (the authors' ``her_ratio``)."""
+    surf: bool = False
+    """SURF (Park et al. 2022, ICLR 2022): fit r̂ also on confidently pseudo-labelled unlabelled pairs
+    from the buffer, with temporal-crop augmentation of labelled and pseudo-labelled pairs
+    (:mod:`rlhfkit.reward.surf`)."""
+    surf_tau: float = 0.95
+    """SURF's pseudo-label confidence threshold ``τ`` on the ensemble's mean preference (the authors'
+    ``threshold_u``)."""
+    surf_weight: float = 1.0
+    """SURF's weight ``λ`` of the unlabelled loss (``lambda_u``; 0 keeps only the crops)."""
+    surf_ratio: int = 10
+    """Unlabelled pairs per label held (SURF's ``inv_label_ratio``), drawn afresh from the buffer at each fit."""
+    surf_crop: int = 5
+    """Crop windows of ``fragment_length - surf_crop … fragment_length`` steps (SURF's ``crop_range``; 0: none)."""
 
     def validate(self) -> None:
         """Raises ValueError naming the field that is out of range."""
-        for name in ("seed_steps", "unsup_steps"):
+        for name in ("seed_steps", "unsup_steps", "surf_crop"):
             if getattr(self, name) < 0:
                 raise ValueError(f"pebble.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("knn_k", "feedback_every", "log_every"):
+        for name in ("knn_k", "feedback_every", "log_every", "checkpoint_every", "qpa_window", "surf_ratio"):
             if getattr(self, name) < 1:
                 raise ValueError(f"pebble.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.qpa_replay <= 1.0:
+            raise ValueError(f"pebble.qpa_replay must lie in [0, 1], got {self.qpa_replay}")
+        if not 0.5 < self.surf_tau <= 1.0:
+            raise ValueError(f"pebble.surf_tau must lie in (0.5, 1], got {self.surf_tau}")
+        if self.surf_weight < 0:
+            raise ValueError(f"pebble.surf_weight must be >= 0, got {self.surf_weight}")
         if self.label_sessions is not None and self.label_sessions < 0:
             raise ValueError(f"pebble.label_sessions must be >= 0, got {self.label_sessions}")
         if self.query_window is not None and self.query_window < 1:
@@ -173,6 +206,9 @@ class TrainConfig:
                              "(pebble.seed_steps, pebble.unsup_steps)")
         if self.pebble.query_window is not None and self.pebble.query_window < self.fragment_length:
             raise ValueError(f"pebble.query_window {self.pebble.query_window} is shorter than fragment_length "
+                             f"{self.fragment_length}")
+        if self.pebble.surf and self.pebble.surf_crop >= self.fragment_length:
+            raise ValueError(f"pebble.surf_crop {self.pebble.surf_crop} must be shorter than fragment_length "
                              f"{self.fragment_length}")
         if self.pebble.seed_steps + self.pebble.unsup_steps < self.fragment_length * self.sac.n_envs:
             raise ValueError(f"the first labels come after {first} env steps, too few for fragments of "

@@ -26,15 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhfkit.control.checkpoint import RunDir, load_comparisons, save_comparisons
+from rlhfkit.control.checkpoint import RunDir, load_comparisons
 from rlhfkit.control.config import TrainConfig, config_from_dict, save_config
 from rlhfkit.control.envs import env_seeds, make_env, make_vec_env
 from rlhfkit.control.ppo import PPOAgent, Rollout
-from rlhfkit.control.queries import select_queries
+from rlhfkit.control.labelling import Labels, labelling_session
 from rlhfkit.control.wrappers import LearnedReward
-from rlhfkit.feedback.records import Comparison
 from rlhfkit.feedback.teachers import Teacher, make_teacher
-from rlhfkit.reward.ensemble import RewardEnsemble, fit_reward_ensemble
+from rlhfkit.reward.ensemble import RewardEnsemble
 
 __all__ = ["RunResult", "evaluate_run", "label_schedule", "load_agent", "train", "train_baseline"]
 
@@ -78,17 +77,6 @@ def _features(model: RewardEnsemble, rollout: Rollout) -> torch.Tensor:
     obs = torch.as_tensor(rollout.obs.reshape(-1, rollout.obs.shape[-1]), dtype=torch.float32)
     acts = torch.as_tensor(rollout.env_actions.reshape(obs.shape[0], *rollout.env_actions.shape[2:]))
     return model.features(obs, acts)
-
-
-def _fit(model: RewardEnsemble, comparisons: list[Comparison], rollout: Rollout, seed: int, epochs: int) -> dict:
-    metrics = fit_reward_ensemble(model, comparisons, seed=seed, max_epochs=epochs)
-    model.normalize_outputs(_features(model, rollout))
-    return metrics
-
-
-def _ask(teacher: Teacher, pairs: list, comparisons: list[Comparison]) -> None:
-    for (left, right), outcome in zip(pairs, teacher.label(pairs)):
-        comparisons.append(Comparison(left, right, outcome, teacher.name))
 
 
 def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teacher | None = None,
@@ -139,13 +127,15 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
     start = time.perf_counter()
 
     obs, _ = envs.reset(seed=env_seeds(config.seed, cfg.n_envs))
+    session = {"model": model, "run": run, "fragment_length": config.fragment_length,
+               "oversample": config.oversample, "rng": rng}
     if resume:
         state = run.load(agent=agent, reward=model, optimizers={"agent": agent.optimizer})
-        comparisons = load_comparisons(run.comparisons_path)
+        labels = Labels.resumed(load_comparisons(run.comparisons_path), state["labels"])
         first_iteration, env_steps, wall_before = state["iteration"] + 1, state["env_steps"], state["wall_s"]
         rollout, obs = agent.collect(envs, obs)  # fresh rollout after the restart (not counted)
     else:
-        comparisons = []
+        labels = Labels([], [])
         # 1. rollouts of the initial policy, the first batch of labels, the first fit
         rollout, obs = agent.collect(envs, obs)
         env_steps, wall_before, first_iteration = rollout.n_transitions, 0.0, 0
@@ -153,12 +143,10 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
         if teacher is None:
             scale = float(np.mean(np.abs(rollout.true_rewards))) * config.fragment_length
             teacher = make_teacher(config.teacher, seed=config.seed, return_scale=max(scale, 1e-6))
-        pairs = select_queries(rollout, config.initial_labels, model=model, fragment_length=config.fragment_length,
-                               method="random", rng=rng)
-        _ask(teacher, pairs, comparisons)
-        save_comparisons(run.comparisons_path, comparisons)
-        fit = _fit(model, comparisons, rollout, config.seed, config.reward_epochs_initial)
-        record = {"iteration": -1, "env_steps": env_steps, "labels": len(comparisons),
+        fit = labelling_session(rollout, config.initial_labels, teacher=teacher, labels=labels,
+                                norm_features=_features(model, rollout), method="random", seed=config.seed,
+                                epochs=config.reward_epochs_initial, **session)
+        record = {"iteration": -1, "env_steps": env_steps, "labels": len(labels),
                   "true_return": float(np.mean(rollout.episode_true_returns)) if rollout.episode_true_returns else None,
                   "wall_s": time.perf_counter() - start, **fit}
         run.log(record)
@@ -177,14 +165,12 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
         n_new = schedule[it]
         fit: dict[str, float] = {}
         if n_new > 0:
-            pairs = select_queries(rollout, n_new, model=model, fragment_length=config.fragment_length,
-                                   method=config.query_selection, oversample=config.oversample, rng=rng)
-            _ask(teacher, pairs, comparisons)
-            save_comparisons(run.comparisons_path, comparisons)
-            fit = _fit(model, comparisons, rollout, config.seed + it + 1, config.reward_epochs)
+            fit = labelling_session(rollout, n_new, teacher=teacher, labels=labels,
+                                    norm_features=_features(model, rollout), method=config.query_selection,
+                                    seed=config.seed + it + 1, epochs=config.reward_epochs, **session)
         wall = wall_before + time.perf_counter() - start
         record = {
-            "iteration": it, "env_steps": env_steps, "labels": len(comparisons),
+            "iteration": it, "env_steps": env_steps, "labels": len(labels),
             "true_return": float(np.mean(rollout.episode_true_returns)) if rollout.episode_true_returns else None,
             "learned_return": float(np.mean(rollout.episode_returns)) if rollout.episode_returns else None,
             "steps_per_s": rollout.n_transitions / (time.perf_counter() - t_it),
@@ -192,11 +178,11 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
         }
         run.log(record)
         run.save(agent=agent, reward=model, optimizers={"agent": agent.optimizer},
-                 state={"iteration": it, "env_steps": env_steps, "wall_s": wall, "labels": len(comparisons)})
+                 state={"iteration": it, "env_steps": env_steps, "wall_s": wall, "labels": len(labels)})
         if on_iteration:
             on_iteration(record)
     envs.close()
-    return _finish(run, config, agent, env_steps, len(comparisons), wall_before + time.perf_counter() - start)
+    return _finish(run, config, agent, env_steps, len(labels), wall_before + time.perf_counter() - start)
 
 
 def _finish(run: RunDir, config: TrainConfig, agent: PPOAgent, env_steps: int, labels: int, wall: float) -> RunResult:

@@ -1,7 +1,8 @@
 """PEBBLE (Lee et al. 2021): off-policy preference-based RL with unsupervised pre-training and relabelling.
 
 Reads like the paper's Algorithm 2, with the fragments, teachers, query selection, reward ensemble,
-run directory and plots of the PPO loop (:mod:`rlhfkit.control.loop`)::
+run directory and plots of the PPO loop (:mod:`rlhfkit.control.loop`), and its labelling session
+(:func:`rlhfkit.control.labelling.labelling_session`)::
 
     seed steps: uniform random actions into the replay buffer
     unsupervised pre-training: SAC on the k-NN state-entropy reward (§4.1)
@@ -10,6 +11,16 @@ run directory and plots of the PPO loop (:mod:`rlhfkit.control.loop`)::
         queries by ensemble disagreement (or entropy) among oversample × n candidates from the buffer
         refit r̂ (warm start), renormalise it on the buffer, relabel EVERY stored transition (§4.2)
     every env step: act, store (o, a, o', r̂(o, a)), one SAC update per transition
+    every checkpoint_every env steps, after each session and at the end: a resumable checkpoint
+
+Two label-efficiency options (:class:`~rlhfkit.control.config.PebbleConfig`):
+
+- ``pebble.qpa`` — QPA (Hu et al. 2023, ICLR 2024): queries uniform from the last ``qpa_window``
+  episodes only (policy-aligned query selection, §4.1) and, while labels remain, a ``qpa_replay``
+  fraction of each SAC batch from those episodes (hybrid experience replay, §4.2).
+- ``pebble.surf`` — SURF (Park et al. 2022, ICLR 2022): r̂ is also fitted on unlabelled pairs from the
+  buffer that the ensemble confidently pseudo-labels, with temporal crops of every pair
+  (:mod:`rlhfkit.reward.surf`).
 
 The true reward is seen only by the synthetic teacher and by evaluation. Discrete-action tasks
 (CartPoleCos) are left to the PPO loop: SAC here is for continuous actions.
@@ -24,15 +35,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhfkit.control.checkpoint import RunDir, save_comparisons
+from rlhfkit.control.checkpoint import RunDir, load_comparisons
 from rlhfkit.control.config import TrainConfig, config_from_dict, save_config
 from rlhfkit.control.envs import env_seeds, make_vec_env
-from rlhfkit.control.loop import Callback, RunResult, _ask, _finish
-from rlhfkit.control.queries import select_queries
+from rlhfkit.control.labelling import Labels, SurfOptions, labelling_session
+from rlhfkit.control.loop import Callback, RunResult, _finish
+from rlhfkit.control.pebble_checkpoint import (
+    PebbleProgress,
+    load_pebble_checkpoint,
+    restore_teacher_rng,
+    save_pebble_checkpoint,
+    truncate_metrics,
+)
 from rlhfkit.control.sac import ReplayBuffer, SACAgent, StateEntropyReward
-from rlhfkit.feedback.records import Comparison
 from rlhfkit.feedback.teachers import Teacher, make_teacher
-from rlhfkit.reward.ensemble import RewardEnsemble, fit_reward_ensemble
+from rlhfkit.reward.ensemble import RewardEnsemble
 
 __all__ = ["feedback_schedule", "load_pebble_agent", "train_pebble", "train_sac_baseline"]
 
@@ -66,27 +83,42 @@ def train_pebble(config: TrainConfig, out: str, *, resume: bool = False, teacher
                  on_iteration: Callback | None = None, true_reward: bool = False) -> RunResult:
     """Run PEBBLE (module docstring) and write a run directory ``out`` like :func:`rlhfkit.control.loop.train`.
 
+    Checkpoints (:mod:`rlhfkit.control.pebble_checkpoint`) are written every ``pebble.checkpoint_every``
+    env steps, after every labelling session and at the end. ``resume`` restores everything from the
+    last one — agent, optimisers, ``log α``, reward ensemble, replay buffer, counters, random states —
+    and reloads the labels: those asked after the checkpoint are spent first, so no label is asked twice
+    or lost. The environments' own states cannot be restored: they are reset (with fresh seeds) on
+    resume, the episodes running at the interruption end there (their last stored step is marked as an
+    episode end, not a termination), and the resumed run's trajectory differs from an uninterrupted one.
+
     Args:
-        config: with ``algo="pebble"``; its ``sac`` and ``pebble`` settings.
+        config: with ``algo="pebble"``; its ``sac`` and ``pebble`` settings (ignored on resume: the saved
+            config is used).
         out: run directory (created).
-        resume: not supported yet for PEBBLE (the replay buffer is not checkpointed).
-        teacher: who answers queries; default a synthetic teacher of ``config.teacher``.
-        on_iteration: called with each metrics record (for progress display).
-        true_reward: learn from the environment's reward (:func:`train_sac_baseline`).
+        resume: continue the run saved in ``out``.
+        teacher: who answers queries; default a synthetic teacher of ``config.teacher`` (on resume, with
+            its random state restored).
+        on_iteration: called with each metrics record (for progress display), after its checkpoint.
+        true_reward: learn from the environment's reward (:func:`train_sac_baseline`); on resume, the
+            saved run's choice is used.
 
     Returns:
         :class:`~rlhfkit.control.loop.RunResult` with the final evaluation on the true reward.
 
     Raises:
-        ValueError: for a bad config, a discrete-action env, or ``resume``.
+        ValueError: for a bad config, a discrete-action env, or ``resume`` of a directory that is not a
+            resumable PEBBLE run.
     """
-    if resume:
-        raise ValueError("--resume is not supported for --algo pebble yet (its replay buffer is not saved)")
-    config.validate()
     run = RunDir(out)
+    if resume:
+        if not run.is_run():
+            raise ValueError(f"--resume: {out} is not a run directory (no config.json and checkpoint/state.json)")
+        config = config_from_dict(json.loads(run.config_path.read_text()))
+    config.validate()
     run.path.mkdir(parents=True, exist_ok=True)
-    save_config(config, str(run.config_path))
-    run.metrics_path.unlink(missing_ok=True)
+    if not resume:
+        save_config(config, str(run.config_path))
+        run.metrics_path.unlink(missing_ok=True)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     sc, pb = config.sac, config.pebble
@@ -96,22 +128,40 @@ def train_pebble(config: TrainConfig, out: str, *, resume: bool = False, teacher
     model = RewardEnsemble(obs_dim, act_dim, False, config.reward)
     buffer = ReplayBuffer(min(sc.buffer_size, config.steps_run), N, obs_dim, act_dim)
     entropy_reward = StateEntropyReward(pb.knn_k)
-    sessions = {} if true_reward else dict(feedback_schedule(config))
-    comparisons: list[Comparison] = []
-    fitted, fit_metrics = true_reward, {}
+    gen = torch.Generator().manual_seed(config.seed + 17)
+    progress, labels, reset_seeds = PebbleProgress(true_reward=true_reward), Labels([], []), env_seeds(config.seed, N)
+    parts = {"agent": agent, "model": model, "buffer": buffer, "entropy": entropy_reward}
+    if resume:
+        progress, state = load_pebble_checkpoint(run, **parts, rng=rng, generator=gen)
+        if run.comparisons_path.is_file():
+            labels = Labels.resumed(load_comparisons(run.comparisons_path), state["labels"])
+        if teacher is None and progress.return_scale is not None:
+            teacher = make_teacher(config.teacher, seed=config.seed, return_scale=progress.return_scale)
+            restore_teacher_rng(teacher, state)
+        buffer.mark_episode_end()  # the envs restart below: no fragment may join the two pieces
+        truncate_metrics(run, progress.env_steps)
+        reset_seeds = [int(x) for x in np.random.SeedSequence([config.seed, progress.env_steps]).generate_state(N)]
+    schedule = {} if progress.true_reward else dict(feedback_schedule(config))
+    last_session = max(schedule, default=0)
+    surf = SurfOptions(pb.surf_tau, pb.surf_weight, pb.surf_ratio, pb.surf_crop) if pb.surf else None
+    recent_start = progress.env_steps // N - buffer.recent_steps(pb.qpa_window) if pb.qpa else 0  # vector step
     ep_true, ep_learned = np.zeros(N), np.zeros(N)
     done_true: list[float] = []
     done_learned: list[float] = []
     stats: dict[str, list[float]] = {}
-    gen = torch.Generator().manual_seed(config.seed + 17)
-    start = last_log_t = time.perf_counter()
-    env_steps, last_log_steps, credit = 0, 0, 0.0
-    unsup_end = pb.seed_steps + pb.unsup_steps
+    fit_metrics: dict[str, float] = {}
+    wall_before, start = progress.wall_s, time.perf_counter()
+    last_log_t, unsup_end = start, pb.seed_steps + pb.unsup_steps
 
-    obs, _ = envs.reset(seed=env_seeds(config.seed, N))
-    while env_steps < config.steps_run:
+    def checkpoint() -> None:
+        progress.wall_s = wall_before + time.perf_counter() - start
+        save_pebble_checkpoint(run, **parts, progress=progress, labels=len(labels), log_every=pb.log_every,
+                               rng=rng, generator=gen, teacher=teacher)
+
+    obs, _ = envs.reset(seed=reset_seeds)  # fresh episodes with new seeds on resume
+    while progress.env_steps < config.steps_run:
         obs = np.array(obs, dtype=np.float32, copy=True)
-        if env_steps < pb.seed_steps:
+        if progress.env_steps < pb.seed_steps:
             actions, env_actions = agent.random_actions(N)
         else:
             actions, env_actions = agent.sample_actions(obs)
@@ -120,9 +170,9 @@ def train_pebble(config: TrainConfig, out: str, *, resume: bool = False, teacher
         real_next = np.array(next_obs, dtype=np.float32, copy=True)
         if end.any():
             real_next[end] = np.stack(info["final_obs"][end])
-        if true_reward:
+        if progress.true_reward:
             learned = np.asarray(true_r, np.float32)
-        elif fitted:
+        elif progress.fitted:
             learned = model.reward(torch.as_tensor(obs), torch.as_tensor(env_actions, dtype=torch.float32)).numpy()
         else:
             learned = np.zeros(N, np.float32)
@@ -135,61 +185,80 @@ def train_pebble(config: TrainConfig, out: str, *, resume: bool = False, teacher
             done_learned.append(float(ep_learned[i]))
             ep_true[i] = ep_learned[i] = 0.0
         obs = next_obs
-        env_steps += N
+        progress.env_steps += N
+        env_steps = progress.env_steps
+        if pb.qpa and end.any():  # QPA's policy-aligned window moves on when an episode ends
+            recent_start = env_steps // N - buffer.recent_steps(pb.qpa_window)
 
-        if env_steps in sessions:  # a labelling session: queries, r̂ refit, relabelling
-            first = not comparisons
-            if first:
+        if env_steps in schedule:  # a labelling session: queries, r̂ refit, relabelling
+            if not labels.used:
                 model.set_input_stats(model.features(buffer.flat("obs"), buffer.flat("env_actions")))
                 if teacher is None:
                     scale = float(buffer.flat("true_rewards").abs().mean()) * config.fragment_length
-                    teacher = make_teacher(config.teacher, seed=config.seed, return_scale=max(scale, 1e-6))
-            pairs = select_queries(buffer.trajectories(pb.query_window), sessions[env_steps], model=model,
-                                   fragment_length=config.fragment_length,
-                                   method="random" if first else config.query_selection,
-                                   oversample=config.oversample, rng=rng)
-            _ask(teacher, pairs, comparisons)
-            save_comparisons(run.comparisons_path, comparisons)
-            fit_metrics = fit_reward_ensemble(model, comparisons, seed=config.seed + env_steps,
-                                              max_epochs=config.reward_epochs_initial if first else config.reward_epochs)
-            model.normalize_outputs(model.features(buffer.flat("obs"), buffer.flat("env_actions")))
+                    progress.return_scale = max(scale, 1e-6)
+                    teacher = make_teacher(config.teacher, seed=config.seed, return_scale=progress.return_scale)
+            fit_metrics = _session(config, buffer, schedule[env_steps], env_steps, model=model, teacher=teacher,
+                                   labels=labels, run=run, rng=rng, surf=surf)
             buffer.relabel(lambda o, a: model.reward(o, a))
-            if first and pb.reset_critic and pb.unsup_steps > 0:
+            if not progress.fitted and pb.reset_critic and pb.unsup_steps > 0:
                 agent.reset_critics()
-            fitted = True
+            progress.fitted = True
+            progress.sessions_done.append(env_steps)
 
-        if env_steps > pb.seed_steps and (fitted or env_steps <= unsup_end):
-            credit += N * sc.updates_per_step  # updates owed: the update-to-data ratio
-            while credit >= 1.0:
-                credit -= 1.0
-                batch = buffer.sample(sc.batch_size, gen)
+        if env_steps > pb.seed_steps and (progress.fitted or env_steps <= unsup_end):
+            progress.credit += N * sc.updates_per_step  # updates owed: the update-to-data ratio
+            hybrid = pb.qpa and progress.fitted and env_steps < last_session  # QPA: while labels remain
+            while progress.credit >= 1.0:
+                progress.credit -= 1.0
+                if hybrid:
+                    batch = buffer.sample_hybrid(sc.batch_size, env_steps // N - recent_start, pb.qpa_replay, gen)
+                else:
+                    batch = buffer.sample(sc.batch_size, gen)
                 intrinsic = None
-                if not fitted:  # unsupervised pre-training: maximise state entropy
+                if not progress.fitted:  # unsupervised pre-training: maximise state entropy
                     intrinsic = entropy_reward(batch["next_obs"], buffer.flat("obs"))
                 for k, v in agent.update(batch, rewards=intrinsic).items():
                     stats.setdefault(k, []).append(v)
 
-        if env_steps - last_log_steps >= pb.log_every or env_steps >= config.steps_run:
+        record: dict[str, Any] | None = None
+        if env_steps - progress.last_log_steps >= pb.log_every or env_steps >= config.steps_run:
             now = time.perf_counter()
-            record: dict[str, Any] = {
-                "iteration": env_steps // pb.log_every - 1, "env_steps": env_steps, "labels": len(comparisons),
-                "phase": "seed" if env_steps <= pb.seed_steps else "unsupervised" if not fitted else "preferences",
+            record = {
+                "iteration": env_steps // pb.log_every - 1, "env_steps": env_steps, "labels": len(labels),
+                "phase": "seed" if env_steps <= pb.seed_steps else "unsupervised" if not progress.fitted
+                else "preferences",
                 "true_return": float(np.mean(done_true)) if done_true else None,
-                "learned_return": float(np.mean(done_learned)) if done_learned and fitted else None,
-                "steps_per_s": (env_steps - last_log_steps) / max(now - last_log_t, 1e-9),
-                "wall_s": now - start, **fit_metrics, **{k: float(np.mean(v)) for k, v in stats.items()},
+                "learned_return": float(np.mean(done_learned)) if done_learned and progress.fitted else None,
+                "steps_per_s": (env_steps - progress.last_log_steps) / max(now - last_log_t, 1e-9),
+                "wall_s": wall_before + now - start, **fit_metrics, **{k: float(np.mean(v)) for k, v in stats.items()},
             }
             run.log(record)
-            if on_iteration:
-                on_iteration(record)
             done_true, done_learned, stats, fit_metrics = [], [], {}, {}
-            last_log_steps, last_log_t = env_steps, now
-    wall = time.perf_counter() - start
-    run.save(agent=agent, reward=model, optimizers=agent.optimizers,
-             state={"iteration": env_steps // pb.log_every, "env_steps": env_steps, "wall_s": wall,
-                    "labels": len(comparisons), "algo": "pebble"})
+            progress.last_log_steps, last_log_t = env_steps, now
+        due = (env_steps in schedule
+               or env_steps // pb.checkpoint_every > (env_steps - N) // pb.checkpoint_every)
+        if due and env_steps < config.steps_run:  # the last one is written below
+            checkpoint()
+        if record is not None and on_iteration:
+            on_iteration(record)
+    checkpoint()
     envs.close()
-    return _finish(run, config, agent, env_steps, len(comparisons), wall)
+    return _finish(run, config, agent, progress.env_steps, len(labels), progress.wall_s)
+
+
+def _session(config: TrainConfig, buffer: ReplayBuffer, n: int, env_steps: int, *, model: RewardEnsemble,
+             teacher: Teacher, labels: Labels, run: RunDir, rng: np.random.Generator,
+             surf: SurfOptions | None) -> dict[str, float]:
+    """One PEBBLE labelling session (:func:`~rlhfkit.control.labelling.labelling_session`) on the replay buffer:
+    the first with uniform queries; under QPA every one uniform from the policy-aligned buffer."""
+    pb, first = config.pebble, not labels.used
+    window = buffer.recent_steps(pb.qpa_window) if pb.qpa else pb.query_window
+    return labelling_session(
+        buffer.trajectories(window), n, model=model, teacher=teacher, labels=labels, run=run,
+        norm_features=model.features(buffer.flat("obs"), buffer.flat("env_actions")),
+        fragment_length=config.fragment_length,
+        method="random" if first or pb.qpa else config.query_selection, oversample=config.oversample, rng=rng,
+        seed=config.seed + env_steps, epochs=config.reward_epochs_initial if first else config.reward_epochs, surf=surf)
 
 
 def load_pebble_agent(out: str) -> tuple[TrainConfig, SACAgent]:

@@ -161,6 +161,78 @@ class ReplayBuffer:
         t, n = flat // self.n_envs, flat % self.n_envs
         return {k: v[t, n] for k, v in self.data.items()}
 
+    def sample_hybrid(self, batch_size: int, recent_steps: int, recent_frac: float,
+                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """QPA's hybrid experience replay (Hu et al. 2023, §4.2): ``⌊recent_frac · B⌋`` transitions drawn
+        uniformly from the last ``recent_steps`` vector steps (the policy-aligned buffer), the rest
+        uniformly from the whole buffer; fields ``(B, ...)``, the uniform part first.
+
+        Raises:
+            ValueError: if the buffer is empty, ``recent_steps < 1`` or ``recent_frac`` is outside ``[0, 1]``.
+        """
+        if recent_steps < 1 or not 0.0 <= recent_frac <= 1.0:
+            raise ValueError(f"recent_steps must be >= 1 and recent_frac in [0, 1], got {recent_steps} and "
+                             f"{recent_frac}")
+        n_recent = int(batch_size * recent_frac)
+        uniform = self.sample(batch_size - n_recent, generator)
+        if n_recent == 0:
+            return uniform
+        k = min(recent_steps, self.steps)
+        flat = torch.randint(k * self.n_envs, (n_recent,), generator=generator)
+        t, n = (self.pos - k + flat // self.n_envs) % self.capacity, flat % self.n_envs
+        return {key: torch.cat([uniform[key], v[t, n]]) for key, v in self.data.items()}
+
+    def recent_steps(self, episodes: int) -> int:
+        """Vector steps of the shortest recent window holding at least ``episodes`` whole episodes over all
+        sub-envs, plus the episodes still running: QPA's policy-aligned buffer of the last ``N``
+        trajectories (Hu et al. 2023, §4.1). All stored steps if fewer episodes have ended.
+
+        The window starts after the step of the ``(episodes + n_envs)``-th most recent episode end: each
+        sub-env's first end inside the window may close an episode that began before it.
+
+        Raises:
+            ValueError: if ``episodes < 1``.
+        """
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
+        order = torch.arange(self.steps)
+        if self.full:
+            order = (order + self.pos) % self.capacity
+        ends = self.data["episode_end"][order].sum(1).flip(0).cumsum(0)  # (T,) ends in the last i + 1 steps
+        hit = torch.nonzero(ends >= episodes + self.n_envs)
+        return int(hit[0, 0]) if len(hit) else self.steps
+
+    def mark_episode_end(self) -> None:
+        """Mark the newest stored vector step as the end of every sub-env's episode (not as terminated): the
+        envs were reset (a resumed run), so no fragment may join the pieces on either side."""
+        if self.steps:
+            self.data["episode_end"][(self.pos - 1) % self.capacity] = 1.0
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The stored transitions (the first ``steps`` slots of every field, ``(steps, N, ...)``) and the ring
+        position, for a checkpoint; :meth:`load_state_dict` restores them."""
+        out = {k: v[: self.steps].contiguous() for k, v in self.data.items()}
+        out["_ring"] = torch.tensor([self.pos, int(self.full), self.capacity, self.n_envs], dtype=torch.int64)
+        return out
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            ValueError: if it was saved from a buffer of another capacity, number of envs or field shapes.
+        """
+        pos, full, capacity, n_envs = (int(x) for x in state["_ring"])
+        if (capacity, n_envs) != (self.capacity, self.n_envs):
+            raise ValueError(f"the saved replay buffer holds {capacity} steps × {n_envs} envs, this one "
+                             f"{self.capacity} × {self.n_envs}")
+        steps = capacity if full else pos
+        for k, v in self.data.items():
+            if state[k].shape != (steps, *v.shape[1:]):
+                raise ValueError(f"saved replay field {k!r} has shape {tuple(state[k].shape)}, expected "
+                                 f"{(steps, *v.shape[1:])}")
+            v[:steps] = state[k]
+        self.pos, self.full = pos, bool(full)
+
     def flat(self, key: str) -> Tensor:
         """Field ``key`` of every stored transition, ``(steps · N, ...)`` (storage order)."""
         v = self.data[key][: self.steps]

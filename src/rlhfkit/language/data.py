@@ -6,7 +6,7 @@ https://huggingface.co/docs/trl/dataset_formats): a dataset is *standard* (plain
 columns. One row of each type this module reads (JSONL shown; JSON, Parquet and ``datasets``
 directories hold the same columns)::
 
-    # preference, explicit prompt (optional "tie": bool, "margin": float columns)
+    # preference, explicit prompt (optional "tie": bool, "margin": float, "chosen_safe"/"rejected_safe": bool)
     {"prompt": "The sky is", "chosen": " blue.", "rejected": " green."}
     # preference, implicit prompt (HH-RLHF, Bai et al. 2022): the prompt is the shared prefix
     {"chosen": "\\n\\nHuman: Hi\\n\\nAssistant: Hello!", "rejected": "\\n\\nHuman: Hi\\n\\nAssistant: Go away."}
@@ -214,7 +214,8 @@ def _preference(row: Mapping, cols: set[str], marker: str) -> dict:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
             raise _Bad("margin", f"expected a finite number, got {margin!r}")
         margin = float(margin)
-    return dict(prompt=prompt, chosen=chosen, rejected=rejected, tie=tie, margin=margin)
+    return dict(prompt=prompt, chosen=chosen, rejected=rejected, tie=tie, margin=margin,
+                chosen_safe=row.get("chosen_safe"), rejected_safe=row.get("rejected_safe"))  # the record checks them
 
 
 def _ranked(row: Mapping, cols: set[str], marker: str) -> dict:

@@ -31,6 +31,9 @@ class PreferenceExample:
         tie: the labeller judged them equal (then "chosen" is just the left one).
         margin: optional preference strength, e.g. Llama 2's rating gap (Touvron et al. 2023, §3.2.2).
         source: ``"path:line"`` of the row.
+        chosen_safe, rejected_safe: optional per-response safety labels (Safe RLHF, Dai et al. 2023,
+            §3.2: the cost model's safety-sign term); True safe, False unsafe, None unlabelled. The
+            columns accept true/false or 1/0.
     """
 
     prompt: Text
@@ -39,6 +42,8 @@ class PreferenceExample:
     tie: bool = False
     margin: float | None = None
     source: str = ""
+    chosen_safe: bool | None = None
+    rejected_safe: bool | None = None
 
     def __post_init__(self):
         for name in ("prompt", "chosen", "rejected"):
@@ -49,6 +54,21 @@ class PreferenceExample:
             raise ValueError(f"tie must be a bool, got {self.tie!r}")
         if self.margin is not None and not math.isfinite(self.margin):
             raise ValueError(f"margin must be finite, got {self.margin!r}")
+        for name in ("chosen_safe", "rejected_safe"):
+            object.__setattr__(self, name, _safety_label(getattr(self, name), name))
+
+
+def _safety_label(value: Any, name: str) -> bool | None:
+    """A safety label as True (safe) / False (unsafe) / None (none): true/false or 1/0 (a missing column: None).
+
+    Raises:
+        ValueError: naming the field, for anything else (``"yes"``, 2, ...).
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f'field "{name}": expected true (safe) or false (unsafe), got {value!r}')
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ and others load). The losses are the project's one set of choice models (:mod:`r
 - ranked lists without ties: Plackett-Luce over the K responses (Plackett 1975; with K = 2 it is
   Bradley-Terry); lists with ties: every pair, ties as ½ (InstructGPT also trains on all
   ``K(K-1)/2`` pairs of a ranking, §3.5);
+- a cost model (Safe RLHF, Dai et al. 2023, Eq. 6; ``cost=True``): the same network trained so that
+  the *less* safe response of a pair (``rejected``) costs more, plus, where a row labels its
+  responses safe or unsafe (``chosen_safe``/``rejected_safe``), ``-log σ(s·C(y))`` with ``s = +1``
+  unsafe and ``-1`` safe (:func:`rlhfkit.choice.cost_pair_loss`); ranked lists (safest first) by
+  Plackett-Luce on ``-C``;
 - an ensemble: ``E`` score heads on one backbone, each trained on its own bootstrap resample
   (Poisson(1) weights per pair and head; Oza & Russell 2001's online bagging); the reward is the
   heads' mean and their standard deviation measures disagreement (Christiano et al. 2017, §2.2.3).
@@ -25,13 +30,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlhfkit.choice import bradley_terry_nll, plackett_luce_nll
+from rlhfkit.choice import cost_pair_loss, plackett_luce_nll, reward_pair_loss
 from rlhfkit.language.logprobs import (CHUNK_TOKENS, Encoded, PackedBatch, PaddedBatch, can_pack, encode, forward,
                                        run_chunked, run_packed)
 from rlhfkit.language.train import Fitted, TrainArgs, chunk_budget, fit
 
-__all__ = ["RewardItem", "encode_preferences", "packed_rewards", "rewards_of", "reward_pair_loss", "score",
-           "train_reward_model"]
+__all__ = ["RewardItem", "cost_pair_loss", "encode_preferences", "packed_rewards", "rewards_of", "reward_pair_loss",
+           "score", "train_reward_model"]
+# reward_pair_loss and cost_pair_loss live in the math layer (rlhfkit.choice); re-exported here
 
 
 @dataclass(frozen=True)
@@ -44,51 +50,19 @@ class RewardItem:
         target: for a pair, ``P[chosen ≻ rejected]`` (1.0, or 0.5 for a tie); None for a list.
         margin: Llama 2 margin (score units) for a pair.
         index: the example's position in the training set (seeds its bootstrap weights).
+        safety: for a pair, the safety signs of ``(chosen, rejected)`` for a cost model: +1 labelled
+            unsafe, -1 labelled safe, 0 unlabelled.
     """
 
     responses: tuple[Encoded, ...]
     target: float | None = 1.0
     margin: float = 0.0
     index: int = 0
+    safety: tuple[int, int] = (0, 0)
 
     @property
     def n_tokens(self) -> int:
         return sum(len(r) for r in self.responses)
-
-
-def reward_pair_loss(r_chosen: Tensor, r_rejected: Tensor, target: Tensor | None = None, *,
-                     margin: Tensor | float = 0.0, weights: Tensor | None = None) -> Tensor:
-    """Bradley-Terry reward-model loss per pair, averaged over ensemble heads.
-
-    ``L_b = (1/E) Σ_e w_{b,e} · BT(r_{b,e}^c, r_{b,e}^r; μ_b, m_b)`` with ``BT`` from
-    :func:`rlhfkit.choice.bradley_terry_nll` (Ouyang et al. 2022, Eq. 1).
-
-    Args:
-        r_chosen, r_rejected: ``(B,)`` or ``(B, E)`` rewards.
-        target: ``(B,)`` probability that ``chosen`` is better (0.5: a tie); None: all 1.
-        margin: scalar or ``(B,)`` margin.
-        weights: ``(B, E)`` bootstrap weights; None: all 1.
-
-    Returns:
-        ``(B,)`` loss in nats.
-
-    Raises:
-        ValueError: on mismatched shapes.
-    """
-    if r_chosen.shape != r_rejected.shape:
-        raise ValueError(f"chosen and rejected rewards differ in shape: {tuple(r_chosen.shape)} vs "
-                         f"{tuple(r_rejected.shape)}")
-    rc = r_chosen if r_chosen.ndim == 2 else r_chosen.unsqueeze(-1)  # (B, E)
-    rr = r_rejected if r_rejected.ndim == 2 else r_rejected.unsqueeze(-1)
-    B, E = rc.shape
-    t = None if target is None else target.unsqueeze(-1).expand(B, E).reshape(-1)
-    m = margin.unsqueeze(-1).expand(B, E).reshape(-1) if isinstance(margin, Tensor) else margin
-    per = bradley_terry_nll(rc.reshape(-1), rr.reshape(-1), t, margin=m).view(B, E)  # (B, E)
-    if weights is not None:
-        if weights.shape != (B, E):
-            raise ValueError(f"weights must be (B, E) = {(B, E)}, got {tuple(weights.shape)}")
-        per = per * weights
-    return per.mean(-1)
 
 
 def _pairs_of_ranking(ranks: Sequence[int]) -> list[tuple[int, int, float]]:
@@ -128,8 +102,15 @@ def encode_preferences(tokenizer: Any, examples: Sequence[Any], max_length: int)
         else:
             items.append(RewardItem((enc(ex.prompt, ex.chosen), enc(ex.prompt, ex.rejected)),
                                     0.5 if getattr(ex, "tie", False) else 1.0,
-                                    float(getattr(ex, "margin", None) or 0.0), len(items)))
+                                    float(getattr(ex, "margin", None) or 0.0), len(items),
+                                    (_sign(getattr(ex, "chosen_safe", None)),
+                                     _sign(getattr(ex, "rejected_safe", None)))))
     return items
+
+
+def _sign(safe: bool | None) -> int:
+    """Safe RLHF's safety sign of a response: -1 labelled safe, +1 labelled unsafe, 0 unlabelled."""
+    return 0 if safe is None else -1 if safe else 1
 
 
 @dataclass(frozen=True)
@@ -204,16 +185,17 @@ def _bootstrap(items: Sequence[RewardItem], heads: int, seed: int) -> Tensor | N
     return torch.tensor(np.stack(w), dtype=torch.float32)  # (B, E)
 
 
-def _items_loss(rewards: Tensor, items: Sequence[RewardItem], seed: int) -> tuple[Tensor, dict]:
-    """Summed loss and metric sums over items whose responses' rewards are consecutive rows of ``rewards``."""
+def _items_loss(rewards: Tensor, items: Sequence[RewardItem], seed: int, cost: bool = False) -> tuple[Tensor, dict]:
+    """Summed loss and metric sums over items whose responses' rewards are consecutive rows of ``rewards``
+    (costs with ``cost``: the better, safer response must score *lower*)."""
     heads = rewards.shape[-1]
     weights = _bootstrap(items, heads, seed)
     at, pair_rows, losses = 0, [], []
     for k, it in enumerate(items):
         n = len(it.responses)
-        if it.target is None:  # a ranked list, best first
+        if it.target is None:  # a ranked list, best (safest) first
             r = rewards[at:at + n].T  # (E, K)
-            pl = plackett_luce_nll(r)  # (E,)
+            pl = plackett_luce_nll(-r if cost else r)  # (E,)
             losses.append((pl * (weights[k] if weights is not None else 1.0)).mean())
         else:
             pair_rows.append((k, at))
@@ -225,9 +207,15 @@ def _items_loss(rewards: Tensor, items: Sequence[RewardItem], seed: int) -> tupl
         target = torch.tensor([items[k].target for k, _ in pair_rows], dtype=rewards.dtype)
         margin = torch.tensor([items[k].margin for k, _ in pair_rows], dtype=rewards.dtype)
         w = weights[[k for k, _ in pair_rows]] if weights is not None else None
-        losses.append(reward_pair_loss(rc, rr, target, margin=margin, weights=w).sum())
+        if cost:
+            signs = torch.tensor([items[k].safety for k, _ in pair_rows], dtype=rewards.dtype)  # (P, 2)
+            losses.append(cost_pair_loss(rc, rr, target, sign_chosen=signs[:, 0], sign_rejected=signs[:, 1],
+                                         margin=margin, weights=w).sum())
+            metrics.update(_safety_hits(torch.stack([rc.mean(-1), rr.mean(-1)], -1).detach(), signs, "train"))
+        else:
+            losses.append(reward_pair_loss(rc, rr, target, margin=margin, weights=w).sum())
         decided = target != 0.5
-        diff = (rc.mean(-1) - rr.mean(-1)).detach()
+        diff = (rc.mean(-1) - rr.mean(-1)).detach() * (-1 if cost else 1)  # > 0: the pair is ordered right
         metrics["train/accuracy"] = (float((diff[decided] > 0).sum()), float(decided.sum()))
         metrics["train/margin"] = (float(diff[decided].sum()), float(decided.sum()))
     loss = torch.stack([x.reshape(()) for x in losses]).sum()
@@ -235,9 +223,20 @@ def _items_loss(rewards: Tensor, items: Sequence[RewardItem], seed: int) -> tupl
     return loss, metrics
 
 
+def _safety_hits(costs: Tensor, signs: Tensor, prefix: str) -> dict[str, tuple[float, float]]:
+    """``{prefix/safety_accuracy: (hits, labelled)}``: labelled responses whose cost has their safety sign
+    (``C > 0`` unsafe); ``costs`` and ``signs`` ``(P, 2)``. Empty without labels."""
+    labelled = signs != 0
+    if not labelled.any():
+        return {}
+    hits = (torch.sign(costs) == signs) & labelled
+    return {f"{prefix}/safety_accuracy": (float(hits.sum()), float(labelled.sum()))}
+
+
 def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[Any], args: TrainArgs, *,
-                       out: str | Path | None = None, accelerator: Any = None, progress: Any = None) -> Fitted:
-    """Fit a reward model to preference pairs and ranked lists.
+                       out: str | Path | None = None, accelerator: Any = None, progress: Any = None,
+                       cost: bool = False) -> Fitted:
+    """Fit a reward model (or, with ``cost``, a Safe RLHF cost model) to preference pairs and ranked lists.
 
     Args:
         model: a sequence-classification model with ``E = config.num_labels`` heads
@@ -246,11 +245,16 @@ def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Se
         train, val: ``PreferenceExample`` / ``RankedExample`` records.
         args: optimisation settings; validation selects the best weights by ``val/accuracy``.
         out: where metrics are written.
+        cost: train a cost model ``C`` (Dai et al. 2023, Eq. 6, :func:`rlhfkit.choice.cost_pair_loss`):
+            ``chosen`` is the *safer* response and must cost less; rows with ``chosen_safe`` /
+            ``rejected_safe`` labels add the safety-sign term.
 
     Returns:
         :class:`~rlhfkit.language.train.Fitted`; validation metrics (pairs only; ties skipped for
-        accuracy): ``val/loss``, ``val/accuracy`` (fraction with ``r_c > r_r``), ``val/margin``
-        (mean ``r_c - r_r``), ``val/disagreement`` (mean std of the heads' margins; E > 1).
+        accuracy): ``val/loss``, ``val/accuracy`` (fraction with ``r_c > r_r``; for a cost model
+        ``C_c < C_r``), ``val/margin`` (mean ``r_c - r_r``; for a cost model ``C_r - C_c``),
+        ``val/disagreement`` (mean std of the heads' margins; E > 1) and, for a cost model with
+        labels, ``val/safety_accuracy`` (labelled responses with ``C > 0`` exactly when unsafe).
     """
     train_items = encode_preferences(tokenizer, train, args.max_length)
     val_items = encode_preferences(tokenizer, val, args.max_length)
@@ -262,10 +266,10 @@ def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Se
     def loss_sum(m: Any, batch: _Batch) -> tuple[Tensor, dict]:
         rewards = rewards_of(m, [it.responses for it in batch.items], pad_id, max_tokens=chunk_budget(m, args),
                              share_prefix=args.share_prefix)
-        return _items_loss(rewards, batch.items, args.seed)
+        return _items_loss(rewards, batch.items, args.seed, cost)
 
     def evaluate(m: Any, items: Sequence[RewardItem]) -> dict[str, float]:
-        return evaluate_reward_model(m, pad_id, items, share_prefix=args.share_prefix)
+        return evaluate_reward_model(m, pad_id, items, share_prefix=args.share_prefix, cost=cost)
 
     return fit(model, train_items, val_items, collate=collate, loss_sum=loss_sum, units=lambda items: float(len(items)),
                lengths=[it.n_tokens for it in train_items], args=args, evaluate=evaluate,
@@ -273,15 +277,18 @@ def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Se
 
 
 def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], *, batch_size: int = 16,
-                          share_prefix: bool = True) -> dict[str, float]:
-    """Held-out metrics of a reward model (see :func:`train_reward_model`).
+                          share_prefix: bool = True, cost: bool = False) -> dict[str, float]:
+    """Held-out metrics of a reward model, or with ``cost`` of a cost model (see :func:`train_reward_model`).
 
-    Pairs contribute their Bradley-Terry loss; ranked lists their Plackett-Luce loss and every
-    ordered pair they imply to the accuracy and margin. Ties count in the loss only.
+    Pairs contribute their Bradley-Terry loss (a cost model's: :func:`rlhfkit.choice.cost_pair_loss`);
+    ranked lists their Plackett-Luce loss and every ordered pair they imply to the accuracy and
+    margin. Ties count in the loss only.
     """
+    orient = -1.0 if cost else 1.0  # a cost model scores the better (safer) response lower
     losses: list[Tensor] = []
-    diffs: list[Tensor] = []  # r(better) - r(worse), mean over heads, decided pairs only
+    diffs: list[Tensor] = []  # r(better) - r(worse) (costs: C(worse) - C(better)), mean over heads, decided pairs
     spread: list[Tensor] = []
+    safety = [0.0, 0.0]  # labelled responses whose cost has their safety sign, labelled responses
     with torch.no_grad():
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
@@ -292,15 +299,22 @@ def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], 
                 ri = r[at:at + k]  # (k, E), best first for a list; (chosen, rejected) for a pair
                 at += k
                 if it.target is None:
-                    losses.append(plackett_luce_nll(ri.T).mean().reshape(1))
+                    losses.append(plackett_luce_nll(orient * ri.T).mean().reshape(1))
                     hi, lo = torch.triu_indices(k, k, offset=1)
-                    d = ri[hi] - ri[lo]  # (k(k-1)/2, E)
+                    d = orient * (ri[hi] - ri[lo])  # (k(k-1)/2, E)
                 else:
                     t = torch.tensor([it.target], dtype=r.dtype)
-                    losses.append(reward_pair_loss(ri[:1], ri[1:], t, margin=it.margin))
+                    if cost:
+                        signs = torch.tensor([it.safety], dtype=r.dtype)  # (1, 2)
+                        losses.append(cost_pair_loss(ri[:1], ri[1:], t, sign_chosen=signs[:, 0],
+                                                     sign_rejected=signs[:, 1], margin=it.margin))
+                        for hits, n in _safety_hits(ri.mean(-1).view(1, 2), signs, "val").values():
+                            safety[0], safety[1] = safety[0] + hits, safety[1] + n
+                    else:
+                        losses.append(reward_pair_loss(ri[:1], ri[1:], t, margin=it.margin))
                     if it.target == 0.5:
                         continue
-                    d = ri[:1] - ri[1:]  # (1, E)
+                    d = orient * (ri[:1] - ri[1:])  # (1, E)
                 diffs.append(d.mean(-1))
                 spread.append(d.std(-1) if r.shape[-1] > 1 else torch.zeros(len(d)))
     diff = torch.cat(diffs) if diffs else torch.zeros(0)
@@ -309,4 +323,6 @@ def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], 
            "val/margin": float(diff.mean()) if len(diff) else float("nan")}
     if model.config.num_labels > 1:
         out["val/disagreement"] = float(torch.cat(spread).mean()) if spread else float("nan")
+    if safety[1]:
+        out["val/safety_accuracy"] = safety[0] / safety[1]
     return out

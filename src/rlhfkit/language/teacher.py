@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,7 +31,21 @@ from rlhfkit.language.online import PromptStream, score_rollout
 from rlhfkit.language.prompts import PromptExample, encode_prompts
 from rlhfkit.language.rewards import RewardFunction, check_columns
 
-__all__ = ["LabelledPairs", "TextTeacher", "label_sampled_pairs", "write_preferences"]
+__all__ = ["LabelledPairs", "PairTeacher", "TextTeacher", "label_sampled_pairs", "write_preferences"]
+
+
+class PairTeacher(Protocol):
+    """What :func:`label_sampled_pairs` asks of a teacher: a name, the gold reward functions scored on
+    every pair (the synthetic teacher answers from them; an AI judge only records them), and answers."""
+
+    name: str
+    gold: list[RewardFunction]
+
+    def label_pairs(self, prompts: Sequence[Any], left: Sequence[Any], right: Sequence[Any],
+                    gold_left: np.ndarray, gold_right: np.ndarray) -> list[Outcome]:
+        """One outcome per pair of completions ``(left[i], right[i])`` of ``prompts[i]`` (``B`` each), given
+        their gold rewards ``(B,)`` each."""
+        ...
 
 
 class TextTeacher:
@@ -64,6 +78,11 @@ class TextTeacher:
         """Answer pairs given the gold rewards of their left and right completions, ``(B,)`` each."""
         return self.teacher.answer(np.stack([np.asarray(left, float), np.asarray(right, float)], 1))
 
+    def label_pairs(self, prompts: Sequence[Any], left: Sequence[Any], right: Sequence[Any],
+                    gold_left: np.ndarray, gold_right: np.ndarray) -> list[Outcome]:
+        """:class:`PairTeacher`'s answer: from the gold rewards alone (:meth:`label_scores`)."""
+        return self.label_scores(gold_left, gold_right)
+
 
 @dataclass
 class LabelledPairs:
@@ -85,10 +104,11 @@ class LabelledPairs:
         return sum(e.tie for e in self.examples)
 
 
-def label_sampled_pairs(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], teacher: TextTeacher, *,
+def label_sampled_pairs(model: Any, tokenizer: Any, prompts: Sequence[PromptExample], teacher: PairTeacher, *,
                         n_pairs: int, max_new_tokens: int, temperature: float = 1.0, max_length: int = 1024,
                         batch_prompts: int = 64, seed: int = 0) -> LabelledPairs:
-    """Sample two completions of ``n_pairs`` prompts from ``model`` and let ``teacher`` compare them.
+    """Sample two completions of ``n_pairs`` prompts from ``model`` and let ``teacher`` compare them
+    (a :class:`TextTeacher`, or an AI judge: :class:`rlhfkit.language.judge.JudgeTeacher`).
 
     Prompts are taken in a seeded random order (cycling when ``n_pairs`` exceeds them). A LEFT or
     RIGHT answer becomes ``chosen``/``rejected``; a tie is kept with ``tie=True``; skipped pairs,
@@ -114,7 +134,8 @@ def label_sampled_pairs(model: Any, tokenizer: Any, prompts: Sequence[PromptExam
                                          seed=seed * 1_000_003 + step)
             scored = score_rollout(tokenizer, rollout, batch, prompts, teacher.gold)
             gold = scored.rewards.view(-1, 2).numpy()  # (b, 2)
-            answers = teacher.label_scores(gold[:, 0], gold[:, 1])
+            answers = teacher.label_pairs([prompts[i].prompt for i in batch], scored.texts[0::2], scored.texts[1::2],
+                                          gold[:, 0], gold[:, 1])
             for k, i in enumerate(batch):
                 a, b, outcome = scored.texts[2 * k], scored.texts[2 * k + 1], answers[k]
                 if outcome in (Outcome.SKIP, Outcome.CANT_TELL):

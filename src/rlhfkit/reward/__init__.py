@@ -1,4 +1,5 @@
-"""Reward models: the control ensemble r̂(o, a) and its fitting on comparisons."""
+"""Reward models: the control ensemble r̂(o, a), its fitting on comparisons, and SURF's temporal crops
+and pseudo-labels."""
 
 from rlhfkit.reward.ensemble import (
     ComparisonBatch,
@@ -8,6 +9,7 @@ from rlhfkit.reward.ensemble import (
     evaluate_reward_ensemble,
     fit_reward_ensemble,
 )
+from rlhfkit.reward.surf import crop_windows, pseudo_labels, temporal_crop_masks, window_mask
 
-__all__ = ["ComparisonBatch", "RewardConfig", "RewardEnsemble", "comparisons_to_batch",
-           "evaluate_reward_ensemble", "fit_reward_ensemble"]
+__all__ = ["ComparisonBatch", "RewardConfig", "RewardEnsemble", "comparisons_to_batch", "crop_windows",
+           "evaluate_reward_ensemble", "fit_reward_ensemble", "pseudo_labels", "temporal_crop_masks", "window_mask"]

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from rlhfkit.choice import bradley_terry_logprob, bradley_terry_nll
 from rlhfkit.feedback.records import Comparison
+from rlhfkit.reward.surf import pseudo_labels, temporal_crop_masks
 
 __all__ = ["ComparisonBatch", "RewardConfig", "RewardEnsemble", "fit_reward_ensemble"]
 
@@ -192,19 +193,42 @@ def comparisons_to_batch(comparisons: Sequence[Comparison], model: RewardEnsembl
     return ComparisonBatch(side("left"), side("right"), target)
 
 
-def _member_losses(model: RewardEnsemble, batch: ComparisonBatch, idx: Tensor) -> Tensor:
-    """Mean BT loss of each member on its own indices ``idx (E, b)`` → ``(E,)``."""
+def _member_losses(model: RewardEnsemble, batch: ComparisonBatch, idx: Tensor, crop: int = 0,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """Mean BT loss of each member on its own indices ``idx (E, b)`` → ``(E,)``; with ``crop > 0`` each
+    fragment's return is summed over a random crop window (:func:`rlhfkit.reward.surf.temporal_crop_masks`)."""
     E, b = idx.shape
     left, right = batch.left_x[idx], batch.right_x[idx]  # (E, b, T, D)
     T, D = left.shape[2:]
     # every member sees its own rows: run member e on rows idx[e] via the batched layers
-    xl = left.reshape(E, b * T, D)
-    xr = right.reshape(E, b * T, D)
-    rl = model.raw_per_member(xl).reshape(E, b, T).sum(-1)
-    rr = model.raw_per_member(xr).reshape(E, b, T).sum(-1)
+    rl = model.raw_per_member(left.reshape(E, b * T, D)).reshape(E, b, T)
+    rr = model.raw_per_member(right.reshape(E, b * T, D)).reshape(E, b, T)
+    if crop > 0:
+        mask_l, mask_r = temporal_crop_masks((E, b), T, crop, generator)  # (E, b, T) each
+        rl, rr = rl * mask_l, rr * mask_r
     cfg = model.config
-    nll = bradley_terry_nll(rl, rr, batch.target[idx], temperature=cfg.temperature, epsilon=cfg.epsilon)  # (E, b)
+    nll = bradley_terry_nll(rl.sum(-1), rr.sum(-1), batch.target[idx], temperature=cfg.temperature,
+                            epsilon=cfg.epsilon)  # (E, b)
     return nll.mean(-1)
+
+
+def _unlabelled_losses(model: RewardEnsemble, left_x: Tensor, right_x: Tensor, tau: float, crop: int,
+                       generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """SURF's unlabelled loss of each member (Park et al. 2022, Eq. 6) on pairs ``(b, T, D)`` that every
+    member sees: pseudo-labels from the ensemble's mean preference on the whole fragments, the loss on
+    cropped ones, masked by confidence and averaged over all ``b`` pairs → ``((E,), keep (b,))``."""
+    b, T, D = left_x.shape
+    E = model.ensemble_size
+    rl, rr = model.raw(left_x), model.raw(right_x)  # (E, b, T)
+    target, keep, _ = pseudo_labels(rl.detach().sum(-1), rr.detach().sum(-1), tau,
+                                    temperature=model.config.temperature)
+    if crop > 0:
+        mask_l, mask_r = temporal_crop_masks((E, b), T, crop, generator)
+        rl, rr = rl * mask_l, rr * mask_r
+    cfg = model.config
+    nll = bradley_terry_nll(rl.sum(-1), rr.sum(-1), target.expand(E, b), temperature=cfg.temperature,
+                            epsilon=cfg.epsilon)  # (E, b)
+    return (nll * keep).mean(-1), keep
 
 
 @torch.no_grad()
@@ -230,6 +254,10 @@ def fit_reward_ensemble(
     *,
     seed: int = 0,
     max_epochs: int | None = None,
+    crop: int = 0,
+    unlabelled: tuple[Tensor, Tensor] | None = None,
+    tau: float = 0.95,
+    unlabelled_weight: float = 1.0,
 ) -> dict[str, float]:
     """Fit every member with the Bradley-Terry loss, early-stopping on a validation split.
 
@@ -239,21 +267,47 @@ def fit_reward_ensemble(
     ``max_epochs`` epochs, stopping when the mean validation loss has not improved for
     ``patience`` epochs; the best weights are kept.
 
+    SURF (Park et al. 2022, :mod:`rlhfkit.reward.surf`) adds two things, both off by default:
+    ``crop > 0`` sums every training fragment's reward over a random crop window (§4.2; validation
+    sees whole fragments), and ``unlabelled`` pairs add ``unlabelled_weight``-weighted (SURF's ``λ``)
+    pseudo-label losses (§4.1, Eq. 6): each gradient step draws as many unlabelled pairs as the
+    labelled minibatch holds (SURF's ``μ = 1``), labels them with the ensemble's confident mean
+    preference (``≥ tau``) on the whole fragments and fits the cropped ones.
+
     Args:
         model: the ensemble; fitted in place (keeps its weights between calls: warm start).
         comparisons: labelled pairs; SKIP outcomes are ignored.
-        seed: seed of the split, the bootstrap and minibatch order.
+        seed: seed of the split, the bootstrap, minibatch order and crops.
         max_epochs: override of ``config.max_epochs``.
+        crop: ``c ≥ 0``, crop windows of ``T - c … T`` steps (0: whole fragments).
+        unlabelled: ``(left_x, right_x)``, ``(U, T, D)`` features (:meth:`RewardEnsemble.features`) of
+            unlabelled pairs, or None.
+        tau: pseudo-label confidence threshold in ``(0.5, 1]``.
+        unlabelled_weight: ``λ ≥ 0``, the weight of the unlabelled loss.
 
     Returns:
         Metrics ``reward/train_loss``, ``reward/val_loss``, ``reward/val_accuracy``,
-        ``reward/disagreement``, ``reward/epochs``, ``reward/n_train``, ``reward/n_val``.
+        ``reward/disagreement``, ``reward/epochs``, ``reward/n_train``, ``reward/n_val``; with
+        ``unlabelled``, also ``reward/unlabelled_loss`` and ``reward/pseudo_label_frac`` (the
+        fraction of drawn unlabelled pairs that passed the threshold).
 
     Raises:
-        ValueError: if there are no usable comparisons.
+        ValueError: if there are no usable comparisons, ``crop < 0``, ``unlabelled_weight < 0``, ``tau``
+            outside ``(0.5, 1]``, or the unlabelled pairs are not ``(U, T, D)`` like the labelled ones.
     """
     cfg = model.config
+    if crop < 0 or unlabelled_weight < 0:
+        raise ValueError(f"crop and unlabelled_weight must be >= 0, got {crop} and {unlabelled_weight}")
+    if unlabelled is not None and not 0.5 < tau <= 1.0:
+        raise ValueError(f"tau must lie in (0.5, 1], got {tau}")
     batch = comparisons_to_batch(comparisons, model)
+    if unlabelled is not None and (unlabelled[0].shape != unlabelled[1].shape or unlabelled[0].ndim != 3
+                                   or unlabelled[0].shape[1:] != batch.left_x.shape[1:]):
+        raise ValueError(f"unlabelled pairs must be two (U, T, D) tensors with (T, D) = "
+                         f"{tuple(batch.left_x.shape[1:])}, got {tuple(unlabelled[0].shape)} and "
+                         f"{tuple(unlabelled[1].shape)}")
+    if unlabelled is not None and len(unlabelled[0]) == 0:
+        unlabelled = None
     n = len(batch)
     u = np.random.default_rng(10_000 + seed).random(n)
     val_mask = u < cfg.val_frac
@@ -268,16 +322,23 @@ def fit_reward_ensemble(
     best, best_state, since_best, epochs = math.inf, None, 0, 0
     boot = torch.randint(m, (E, m), generator=gen) if cfg.bootstrap else torch.arange(m).expand(E, m)
     train_loss = math.nan
+    u_loss, u_kept, u_drawn = 0.0, 0, 0
     for epoch in range(max_epochs or cfg.max_epochs):
         perm = boot.gather(1, torch.argsort(torch.rand(E, m, generator=gen), dim=1))  # (E, m)
         total = 0.0
         for start in range(0, m, cfg.batch_size):
             idx = perm[:, start : start + cfg.batch_size]
-            loss = _member_losses(model, train, idx).sum()
+            loss = _member_losses(model, train, idx, crop, gen).sum()
+            total += loss.item() * idx.shape[1]
+            if unlabelled is not None:
+                pick = torch.randint(len(unlabelled[0]), (idx.shape[1],), generator=gen)
+                ul, keep = _unlabelled_losses(model, unlabelled[0][pick], unlabelled[1][pick], tau, crop, gen)
+                loss = loss + unlabelled_weight * ul.sum()
+                u_loss += ul.sum().item() * idx.shape[1]
+                u_kept, u_drawn = u_kept + int(keep.sum()), u_drawn + keep.numel()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * idx.shape[1]
         train_loss = total / (E * m)
         epochs = epoch + 1
         if val is None:
@@ -294,6 +355,9 @@ def fit_reward_ensemble(
         model.layers.load_state_dict(best_state)
     metrics = {"reward/train_loss": train_loss, "reward/epochs": float(epochs), "reward/n_train": float(m),
                "reward/n_val": float(len(val_idx))}
+    if unlabelled is not None:
+        metrics.update({"reward/unlabelled_loss": u_loss / max(E * u_drawn, 1),
+                        "reward/pseudo_label_frac": u_kept / max(u_drawn, 1)})
     if val is not None:
         ev = evaluate_reward_ensemble(model, val)
         metrics.update({"reward/val_loss": ev["loss"], "reward/val_accuracy": ev["accuracy"],
