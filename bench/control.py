@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from rlhfkit.control import CARTPOLE_COS_ID, make_config, train, train_baseline
+from rlhfkit.control.config import apply_overrides
 
 HERE = Path(__file__).resolve().parent
 LABELS = {"Pendulum-v1": 200, CARTPOLE_COS_ID: 100}
@@ -39,13 +40,14 @@ def _who(algo: str) -> str:
     return "rlhfkit" if algo == "ppo" else f"rlhfkit {algo}"
 
 
-def run_ours(env: str, seed: int, out: Path, algo: str = "ppo") -> dict:
+def run_ours(env: str, seed: int, out: Path, algo: str = "ppo", sets: list[str] = (), tag: str = "") -> dict:
     cfg = make_config(env, algo=algo, total_labels=LABELS.get(env, 200), total_steps=STEPS.get(env, 50_000),
                       seed=seed)
+    cfg = apply_overrides(cfg, list(sets))
     t = time.perf_counter()
-    r = train(cfg, str(out / f"{env.replace('/', '_')}-{algo}-s{seed}"))
+    r = train(cfg, str(out / f"{env.replace('/', '_')}-{algo}{tag}-s{seed}"))
     wall = time.perf_counter() - t
-    return {"who": _who(algo), "env": env, "seed": seed, "labels": r.labels, "env_steps": r.env_steps,
+    return {"who": _who(algo) + tag, "env": env, "seed": seed, "labels": r.labels, "env_steps": r.env_steps,
             "mean_true_return": r.mean_return, "wall_s": wall, "steps_per_s": r.env_steps / wall}
 
 
@@ -86,6 +88,9 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the true-reward PPO baseline")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "control")
     ap.add_argument("--algos", default="ppo", help="comma-separated learners: ppo, pebble")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="a config override KEY=VALUE for our "
+                    "learners (repeatable), e.g. pebble.qpa=true")
+    ap.add_argument("--tag", default="", help="suffix of our rows' name and run directories (for --set variants)")
     args = ap.parse_args()
     algos = [a for a in args.algos.split(",") if a]
     torch.set_num_threads(1)
@@ -106,7 +111,7 @@ def main() -> None:
             for algo in algos:
                 if algo == "pebble" and env == CARTPOLE_COS_ID:
                     continue  # discrete actions: SAC here is continuous; CartPoleCos stays with PPO
-                show(run_ours(env, seed, args.out, algo))
+                show(run_ours(env, seed, args.out, algo, args.sets, args.tag))
                 if not args.no_baseline:
                     show(run_baseline(env, seed, args.out, algo))
             if env == "Pendulum-v1" and not args.no_peer:
@@ -118,7 +123,7 @@ def main() -> None:
               f"wall {np.mean([r['wall_s'] for r in rs]):6.1f} s   over {len(rs)} seed(s)")
     for env in args.envs:
         for algo in algos:
-            who, learner = _who(algo), "SAC" if algo == "pebble" else "PPO"
+            who, learner = _who(algo) + args.tag, "SAC" if algo == "pebble" else "PPO"
             ours = [r for r in rows if r["who"] == who and r["env"] == env]
             base = [r for r in rows if r["who"] == f"{learner} true reward" and r["env"] == env]
             peer = [r for r in rows if r["who"].startswith("imitation") and r["env"] == env]

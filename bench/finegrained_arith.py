@@ -99,7 +99,7 @@ def prepare(a: argparse.Namespace) -> None:
         write_jsonl(out / f"{name}.jsonl", ps[name])
     spec = TinySpec(arch="llama", vocab_size=262, n_layers=4, d_model=128, n_heads=4, mlp_size=512,
                     max_positions=64, seed=0)
-    base = build_tiny([prompt(t) + answer(t) for t in ps["sft"]], out / "base", spec)
+    base = build_tiny([prompt(t) + answer(t) for t in ps["sft"]], out / "base", spec) if not a.init else Path(a.init)
     tok, model = load_tokenizer(base), load_causal_lm(base)
     choose = load_prompts(out / "choose.jsonl").examples
     reward = [RewardFunction("holistic", holistic)]
@@ -116,7 +116,7 @@ def prepare(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     fitted = train_sft(model, tok, train, [], args, evaluate=nearest, select=("val/closeness", "max"))
     save_model(fitted.model, tok, out / "sft")
-    info = {"sft_steps_run": a.sft_steps, "choose_accuracy": fitted.best.get("val/accuracy"),
+    info = {"sft_steps_run": a.sft_steps, "init": a.init, "choose_accuracy": fitted.best.get("val/accuracy"),
             "sft_s": round(time.perf_counter() - t0, 1), "choose_curve": curve}
     (out / "sft.json").write_text(json.dumps(info))
     print(json.dumps({k: v for k, v in info.items() if k != "choose_curve"}))
@@ -144,19 +144,26 @@ def race(a: argparse.Namespace) -> None:
         return {"eval/accuracy": evaluate_greedy(m, tok, held, [score], max_new_tokens=12)["eval/reward"]}
 
     args = TrainArgs(lr=a.lr, max_steps=a.steps, schedule="constant", warmup_ratio=0.0, max_length=48, seed=a.seed)
-    settings = PPOSettings(prompts_per_step=a.prompts_per_step, ppo_epochs=2, mini_batches=2, max_new_tokens=12,
-                           beta=a.beta, eval_every=a.eval_every)
+    settings = PPOSettings(prompts_per_step=a.prompts_per_step, num_generations=a.generations, ppo_epochs=1,
+                           mini_batches=1, max_new_tokens=12, beta=a.beta, eval_every=a.eval_every)
     runs = {}
     for name in ("holistic", "fine-grained"):
+        if a.only is not None and a.only != name:
+            record = out / "runs" / name / "record.json"
+            if record.is_file():
+                runs[name] = json.loads(record.read_text())
+            continue
         kw = {"segments": [RewardFunction("per_answer", per_answer)]} if name == "fine-grained" else {}
         runs[name] = run_ppo(name, out, [] if kw else [score], model_dir=out / "sft", train=train, held=held,
                              evaluate=evaluate, args=args, settings=settings, gold=[score] if kw else [], **kw)
         c = runs[name]["curve"]
         print(f"{name}: {c[0]['accuracy']:.3f} → {c[-1]['accuracy']:.3f} in {runs[name]['train_wall_s']:.0f} s, "
               f"{runs[name]['steps']} steps", flush=True)
+    if len(runs) < 2:
+        return
     final = runs["holistic"]["curve"][-1]["accuracy"]
     reach = {n: next((c["step"] for c in r["curve"] if c["accuracy"] >= final), None) for n, r in runs.items()}
-    lines = [f"fine-grained vs holistic PPO, {a.steps} steps of {a.prompts_per_step} prompts, β {a.beta}, lr {a.lr}, "
+    lines = [f"fine-grained vs holistic PPO, {a.steps} steps of {a.prompts_per_step} prompts × {a.generations}, β {a.beta}, lr {a.lr}, "
              f"seed {a.seed}; per-answer greedy accuracy on 500 held-out problems",
              *(f"{n:12s} " + "  ".join(f"{c['step']}:{c['accuracy']:.3f}" for c in r["curve"]) for n, r in runs.items()),
              *(f"{n:12s} reaches the holistic final accuracy {final:.3f} at step {reach[n]}" for n in runs)]
@@ -193,10 +200,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sft-steps", type=int, default=600)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--eval-every", type=int, default=25)
-    p.add_argument("--prompts-per-step", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--init", default=None, help="prepare: continue SFT from this model directory (default: a new model)")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--prompts-per-step", type=int, default=16)
+    p.add_argument("--generations", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--only", choices=["holistic", "fine-grained", "report"], default=None,
+                   help="run one arm (two processes side by side), or only report the saved runs")
     p.add_argument("--beta", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

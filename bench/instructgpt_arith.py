@@ -49,6 +49,21 @@ def digit_credit(prompts, completions, answer, **columns):
     return out
 
 
+def distance_credit(prompts, completions, answer, **columns):
+    """An alternative teacher's gold: ``1 / (1 + |c - a|)`` for a completion that reads as an integer ``c``
+    (1.0 exactly when right, a near miss above a far one), 0 for one that does not: almost no ties."""
+    out = []
+    for c, a in zip(completions, answer):
+        try:
+            out.append(1.0 / (1.0 + abs(int(c.strip()) - int(a.strip()))))
+        except ValueError:
+            out.append(0.0)
+    return out
+
+
+GOLDS = {"digit": digit_credit, "distance": distance_credit}
+
+
 def _setup(threads: int):
     import torch
 
@@ -66,7 +81,7 @@ def pairs(a: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tok, model = load_tokenizer(ARITH / "sft"), load_causal_lm(ARITH / "sft")
     prompts = load_prompts(ARITH / "train.jsonl").examples
-    teacher = TextTeacher([RewardFunction("digit_credit", digit_credit)], "oracle", seed=0)
+    teacher = TextTeacher([RewardFunction(a.teacher_gold, GOLDS[a.teacher_gold])], "oracle", seed=0)
     t0 = time.perf_counter()
     labelled = label_sampled_pairs(model, tok, prompts, teacher, n_pairs=a.pairs, max_new_tokens=5, seed=0)
     write_preferences(out / "pairs.jsonl", labelled.examples)
@@ -92,7 +107,7 @@ def rm(a: argparse.Namespace) -> None:
     model = load_reward_model(ARITH / "sft", pad_token_id=tok.pad_token_id)
     args = TrainArgs(lr=a.rm_lr, epochs=a.rm_epochs, batch_size=32, max_length=32, eval_every=10, warmup_ratio=0.1,
                      seed=0)
-    fitted = train_reward_model(model, tok, train, val, args)
+    fitted = train_reward_model(model, tok, train, val, args, select=("val/loss", "min"))
     save_model(fitted.model, tok, out / "rm")
     info = {"train_pairs": len(train), "val_pairs": len(val), **fitted.best, "train_s": round(fitted.wall_s, 1)}
     (out / "rm.json").write_text(json.dumps(info, indent=1))
@@ -137,8 +152,8 @@ def ppo_run(a: argparse.Namespace, name: str, *, reward: str, beta: float, kl_ta
     train, held = load_prompts(ARITH / "train.jsonl").examples, load_prompts(ARITH / "eval.jsonl").examples
     gold = RewardFunction("exact_match", exact_match)
     rewards = [gold] if reward == "gold" else [load_reward_function(str(out / "rm"))]
-    ptx = [SFTExample(prompt="", completion=f"{prompt(x, y)} {x + y}") for x, y in problems()["sft"]] if ptx_coef > 0 else []
-    held_text = [SFTExample(prompt="", completion=p.prompt + p.columns["answer"]) for p in load_prompts(ARITH / "choose.jsonl").examples]
+    ptx = [SFTExample(prompt=prompt(x, y), completion=f" {x + y}") for x, y in problems()["sft"]] if ptx_coef > 0 else []
+    held_text = [SFTExample(prompt=p.prompt, completion=p.columns["answer"]) for p in load_prompts(ARITH / "choose.jsonl").examples]
 
     def evaluate(m) -> dict[str, float]:
         return {"eval/accuracy": evaluate_greedy(m, tok, held, [gold], max_new_tokens=5)["eval/reward"],
@@ -160,8 +175,8 @@ def ppo_run(a: argparse.Namespace, name: str, *, reward: str, beta: float, kl_ta
 
 
 def text_nll(model, tok, examples) -> float:
-    """Mean negative log-likelihood per token (nats) of whole texts (prompt and answer): the SFT-data
-    likelihood whose drop under RL is the alignment tax PPO-ptx counters (Ouyang et al. 2022, §4.2)."""
+    """Mean negative log-likelihood per answer token (nats) of SFT examples given their prompts: the
+    SFT-data likelihood whose drop under RL is the alignment tax PPO-ptx counters (Ouyang et al. 2022, §4.2)."""
     import torch
 
     from rlhfkit.language.logprobs import packed_logprobs, run_packed
@@ -178,29 +193,119 @@ def text_nll(model, tok, examples) -> float:
 
 
 def ppo(a: argparse.Namespace) -> None:
-    results = {n: ppo_run(a, n, reward=n, beta=a.beta, kl_target=a.kl_target, budget=a.budget)
-               for n in ("rm", "gold")}
+    """PPO on the learned reward model ("rm") and on the gold reward ("gold"), ``--budget`` s each. With
+    ``--arms rm`` and ``--arms gold`` in two processes (``--threads 1`` each) the two run side by side
+    under the same conditions; ``--arms report`` then compares their saved records."""
+    arms = [x for x in a.arms.split(",") if x in ("rm", "gold")]
+    for n in arms:
+        ppo_run(a, f"{a.tag}{n}", reward=n, beta=a.beta, kl_target=a.kl_target, budget=a.budget)
+    runs = Path(a.out) / "runs"
+    if "report" not in a.arms and len(arms) < 2:
+        return
+    results = {n: json.loads((runs / f"{a.tag}{n}" / "record.json").read_text()) for n in ("rm", "gold")}
     start = results["gold"]["curve"][0]["accuracy"]
     gains = {n: r["curve"][-1]["accuracy"] - start for n, r in results.items()}
     ratio = gains["rm"] / gains["gold"] if gains["gold"] > 0 else float("nan")
-    lines = [f"budget {a.budget:.0f} s each; start {start:.3f}",
+    lines = [f"budget {a.budget:.0f} s each, {a.threads} torch thread(s) per run; lr {a.lr}, {a.prompts_per_step} "
+             f"prompts × {a.generations} completions per step, {a.ppo_epochs} PPO epochs × {a.mini_batches} mini-batches, β {a.beta} → KL target "
+             f"{a.kl_target}; start {start:.3f}",
+             *(f"{n:5s} " + "  ".join(f"{c['train_s']:.0f}s:{c['accuracy']:.3f}" for c in r["curve"])
+               for n, r in results.items()),
              *(f"{n:5s} final {r['curve'][-1]['accuracy']:.3f} (gain {gains[n]:+.3f}), {r['steps']} steps"
                for n, r in results.items()),
              f"{'PASS' if ratio >= 0.9 else 'FAIL'}  learned-reward gain / gold-reward gain = {ratio:.2f} (target ≥ 0.90)"]
     print("\n".join(lines))
-    (Path(a.out) / "ppo.txt").write_text("\n".join(lines) + "\n")
-    _plot(results, Path(a.out) / "ppo.png")
+    (Path(a.out) / f"{a.tag}ppo.txt").write_text("\n".join(lines) + "\n")
+    _plot(results, Path(a.out) / f"{a.tag}ppo.png")
+
+
+def online(a: argparse.Namespace) -> None:
+    """Iterated online InstructGPT (Bai et al. 2022, §4.5; the Christiano et al. 2017 loop for text): the same
+    ``--pairs`` labels in ``--rounds`` rounds. Round 0's pairs come from the SFT model (as ``pairs``); each
+    later round's from the current policy, so that the reward model learns to rank what PPO now writes. After
+    each round a fresh reward model (from the SFT backbone) is fitted on all labels so far, and PPO (reference:
+    the SFT model, adaptive β) continues against it. The clock counts PPO training and every later round's
+    sampling, labelling and reward-model fit (round 0's, like the ``rm`` arm's, precede the clock); each round
+    gets an equal share of what is left of ``--budget``. Compare with ``ppo --arms gold`` run beside it."""
+    _setup(a.threads)
+
+    from rlhfkit.language.data import train_val_split
+    from rlhfkit.language.models import load_causal_lm, load_reward_model, load_tokenizer, save_model
+    from rlhfkit.language.online import evaluate_greedy
+    from rlhfkit.language.ppo import PPOSettings, train_ppo
+    from rlhfkit.language.prompts import load_prompts
+    from rlhfkit.language.reward import train_reward_model
+    from rlhfkit.language.rewards import RewardFunction, load_reward_function
+    from rlhfkit.language.teacher import TextTeacher, label_sampled_pairs
+    from rlhfkit.language.train import TrainArgs
+
+    run = Path(a.out) / "runs" / f"{a.tag}online"
+    run.mkdir(parents=True, exist_ok=True)
+    tok, policy, ref = load_tokenizer(ARITH / "sft"), load_causal_lm(ARITH / "sft"), load_causal_lm(ARITH / "sft")
+    ref.eval().requires_grad_(False)
+    train, held = load_prompts(ARITH / "train.jsonl").examples, load_prompts(ARITH / "eval.jsonl").examples
+    gold = RewardFunction("exact_match", exact_match)
+    teacher = TextTeacher([RewardFunction(a.teacher_gold, GOLDS[a.teacher_gold])], "oracle", seed=0)
+    examples, rounds, curve, clock = [], [], [], 0.0
+    per_round = a.pairs // a.rounds
+    for r in range(a.rounds):
+        t0 = time.perf_counter()
+        labelled = label_sampled_pairs(policy, tok, train, teacher, n_pairs=per_round, max_new_tokens=5, seed=100 + r)
+        examples += labelled.examples
+        tr, val = train_val_split(examples, 0.1, 0)
+        rm_model = load_reward_model(ARITH / "sft", pad_token_id=tok.pad_token_id)
+        rm_args = TrainArgs(lr=a.rm_lr, epochs=a.rm_epochs, batch_size=32, max_length=32, eval_every=10,
+                            warmup_ratio=0.1, seed=r)
+        fitted = train_reward_model(rm_model, tok, tr, val, rm_args, select=("val/loss", "min"))
+        save_model(fitted.model, tok, run / f"rm{r}")
+        label_s = time.perf_counter() - t0
+        if r > 0:
+            clock += label_s
+        share = max(0.0, (a.budget - clock) / (a.rounds - r))
+        args = TrainArgs(lr=a.lr, max_steps=10**9, schedule="constant", warmup_ratio=0.0, max_length=32,
+                         seed=a.seed + r)
+        settings = PPOSettings(prompts_per_step=a.prompts_per_step, num_generations=a.generations,
+                               ppo_epochs=a.ppo_epochs, mini_batches=a.mini_batches, max_new_tokens=5, beta=a.beta,
+                               kl_target=a.kl_target, kl_horizon=a.kl_horizon, eval_every_s=a.eval_every,
+                               max_train_s=share)
+        evaluate = lambda m: {"eval/accuracy": evaluate_greedy(m, tok, held, [gold], max_new_tokens=5)["eval/reward"]}  # noqa: E731
+        res = train_ppo(policy, tok, train, [load_reward_function(str(run / f"rm{r}"))], args, settings,
+                        ref_model=ref, gold=[gold], evaluate=evaluate, out=run / f"ppo{r}")
+        evals = [h for h in res.history if "eval/accuracy" in h]
+        curve += [{"train_s": round(clock + h["time/train_wall_s"], 1), "accuracy": h["eval/accuracy"]}
+                  for h in (evals if r == 0 else evals[1:])]  # a later round's first evaluation repeats the last
+        clock += res.wall_s
+        acc = evals[-1]["eval/accuracy"]
+        rounds.append({"round": r, "labels": len(examples), "ties": labelled.ties, "label_rm_s": round(label_s, 1),
+                       "rm_val_accuracy": fitted.best.get("val/accuracy"), "rm_val_loss": fitted.best.get("val/loss"),
+                       "ppo_s": round(res.wall_s, 1), "steps": res.steps, "accuracy": acc})
+        print(json.dumps(rounds[-1]), flush=True)
+    record = {"name": "online", "curve": curve, "rounds": rounds, "steps": sum(x["steps"] for x in rounds),
+              "train_wall_s": clock, "teacher_gold": a.teacher_gold}
+    (run / "record.json").write_text(json.dumps(record))
+    print(f"online ({a.rounds} rounds of {per_round} labels, teacher gold {a.teacher_gold}): accuracy "
+          f"{curve[0]['accuracy']:.3f} → {curve[-1]['accuracy']:.3f} in {clock:.0f} s", flush=True)
+
+
+OVEROPT = ("beta0", "fixed", "adaptive")
 
 
 def overopt(a: argparse.Namespace) -> None:
     """β = 0, a fixed β and the adaptive controller on the learned reward, gold watched: each run writes
     its overoptimisation.png; the summary reports where the proxy keeps rising after the gold peak and how
-    closely the adaptive controller holds its KL target after warm-up."""
+    closely the adaptive controller holds its KL target after warm-up. ``--arms`` picks runs (e.g.
+    ``beta0,fixed`` in one process and ``adaptive`` in another); ``--arms report`` only summarises."""
+    arms = OVEROPT if a.arms in ("rm,gold", "all") else [x for x in a.arms.split(",") if x in OVEROPT]
+    settings = {"beta0": (0.0, None), "fixed": (a.beta, None), "adaptive": (a.beta, a.kl_target)}
+    for name in arms:
+        beta, target = settings[name]
+        ppo_run(a, f"overopt_{name}", reward="rm", beta=beta, kl_target=target, budget=a.overopt_budget)
     lines = [f"over-optimisation on the learned reward, {a.overopt_budget:.0f} s each; β {a.beta}, KL target "
              f"{a.kl_target} nats (horizon {a.kl_horizon:.0f})"]
-    for name, beta, target in (("beta0", 0.0, None), ("fixed", a.beta, None), ("adaptive", a.beta, a.kl_target)):
-        ppo_run(a, f"overopt_{name}", reward="rm", beta=beta, kl_target=target, budget=a.overopt_budget)
-        lines.append(overopt_summary(Path(a.out) / "runs" / f"overopt_{name}" / "metrics.jsonl", name, target))
+    for name in OVEROPT:
+        metrics = Path(a.out) / "runs" / f"overopt_{name}" / "metrics.jsonl"
+        if metrics.is_file():
+            lines.append(overopt_summary(metrics, name, settings[name][1]))
     print("\n".join(lines))
     (Path(a.out) / "overopt.txt").write_text("\n".join(lines) + "\n")
 
@@ -229,20 +334,27 @@ def overopt_summary(metrics: Path, name: str, target: float | None, window: int 
 
 
 def ptx(a: argparse.Namespace) -> None:
-    """PPO-ptx: the adaptive-β run on the learned reward with γ = 0 and γ > 0; the alignment tax is the
-    rise of the held-out SFT-text NLL (the 500 choosing problems as whole texts)."""
-    runs = {g: ppo_run(a, f"ptx_{g:g}", reward="rm", beta=a.beta, kl_target=a.kl_target, budget=a.overopt_budget,
-                       ptx_coef=g) for g in (0.0, a.ptx_coef)}
-    lines = [f"PPO-ptx, {a.overopt_budget:.0f} s each, adaptive β (target {a.kl_target}); SFT text: the 2,000 SFT "
-             "problems; tax measured on the 500 choosing problems (NLL per token, nats)"]
+    """PPO-ptx: the adaptive-β run on the learned reward (``overopt``'s, γ = 0) against the same run with
+    γ > 0; the alignment tax is the rise of the NLL of held-out SFT answers (the 500 choosing problems)."""
+    if a.arms != "report":
+        ppo_run(a, f"ptx_{a.ptx_coef:g}", reward="rm", beta=a.beta, kl_target=a.kl_target, budget=a.overopt_budget,
+                ptx_coef=a.ptx_coef)
+    runs = Path(a.out) / "runs"
+    names = {0.0: "overopt_adaptive", a.ptx_coef: f"ptx_{a.ptx_coef:g}"}
+    if not all((runs / n / "record.json").is_file() for n in names.values()):
+        return
+    recs = {g: json.loads((runs / n / "record.json").read_text()) for g, n in names.items()}
+    lines = [f"PPO-ptx, {a.overopt_budget:.0f} s each, adaptive β (target {a.kl_target}); ptx data: the 2,000 SFT "
+             f"problems, {a.ptx_batch_size} per optimiser step; tax: NLL per answer token (nats) of the 500 choosing "
+             "problems' answers"]
     tax = {}
-    for g, r in runs.items():
+    for g, r in recs.items():
         c = r["curve"]
         tax[g] = c[-1]["sft_nll"] - c[0]["sft_nll"]
-        lines.append(f"γ = {g:<5g} accuracy {c[0]['accuracy']:.3f} → {c[-1]['accuracy']:.3f}; SFT-text NLL "
-                     f"{c[0]['sft_nll']:.4f} → {c[-1]['sft_nll']:.4f} (tax {tax[g]:+.4f})")
+        lines.append(f"γ = {g:<5g} accuracy {c[0]['accuracy']:.3f} → {c[-1]['accuracy']:.3f}; SFT NLL "
+                     f"{c[0]['sft_nll']:.4f} → {c[-1]['sft_nll']:.4f} (tax {tax[g]:+.4f}), {r['steps']} steps")
     g = a.ptx_coef
-    acc_gap = abs(runs[g]["curve"][-1]["accuracy"] - runs[0.0]["curve"][-1]["accuracy"])
+    acc_gap = abs(recs[g]["curve"][-1]["accuracy"] - recs[0.0]["curve"][-1]["accuracy"])
     ok = tax[0.0] > 0 and tax[g] <= 0.5 * tax[0.0] and acc_gap <= 0.02
     lines.append(f"{'PASS' if ok else 'FAIL'}  tax with γ {g}: {tax[g]:+.4f} vs {tax[0.0]:+.4f} (≤ half), accuracy gap "
                  f"{100 * acc_gap:.1f} points (≤ 2)")
@@ -272,7 +384,7 @@ def _plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("cmd", choices=["pairs", "rm", "ppo", "overopt", "ptx", "all"])
+    p.add_argument("cmd", choices=["pairs", "rm", "ppo", "online", "overopt", "ptx", "all"])
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pairs", type=int, default=1000)
@@ -280,20 +392,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rm-epochs", type=float, default=10.0)
     p.add_argument("--budget", type=float, default=600.0)
     p.add_argument("--eval-every", type=float, default=60.0)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--prompts-per-step", type=int, default=32)
-    p.add_argument("--generations", type=int, default=1)
-    p.add_argument("--ppo-epochs", type=int, default=2)
-    p.add_argument("--mini-batches", type=int, default=2)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--prompts-per-step", type=int, default=16)
+    p.add_argument("--generations", type=int, default=8)
+    p.add_argument("--ppo-epochs", type=int, default=1)
+    p.add_argument("--mini-batches", type=int, default=1)
     p.add_argument("--beta", type=float, default=0.05)
     p.add_argument("--kl-target", type=float, default=1.0)
     p.add_argument("--kl-horizon", type=float, default=10_000.0)
+    p.add_argument("--arms", default="rm,gold", help="rm, gold, both (rm,gold) or report")
+    p.add_argument("--tag", default="", help="prefix of the run names")
     p.add_argument("--overopt-budget", type=float, default=300.0)
     p.add_argument("--ptx-coef", type=float, default=1.0)
     p.add_argument("--ptx-batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=4, help="online: labelling rounds sharing --pairs")
+    p.add_argument("--teacher-gold", choices=sorted(GOLDS), default="digit",
+                   help="the synthetic teacher's gold: digit credit or numeric distance")
     a = p.parse_args(argv)
-    steps = {"pairs": [pairs], "rm": [rm], "ppo": [ppo], "overopt": [overopt], "ptx": [ptx],
+    steps = {"pairs": [pairs], "rm": [rm], "ppo": [ppo], "online": [online], "overopt": [overopt], "ptx": [ptx],
              "all": [pairs, rm, ppo, overopt, ptx]}
     for fn in steps[a.cmd]:
         fn(a)

@@ -112,7 +112,8 @@ def evaluate(a: argparse.Namespace) -> None:
         consistent = float(np.mean([mirror[x.outcome] == y.outcome for x, y in zip(ab, ba)]))
         first_wins = [o == Outcome.LEFT for o in (j.outcome for j in ab + ba) if o != Outcome.TIE]
         kappa = cohen_kappa([o.name for o in got], [o.name for o in gold])
-        bias = float(np.mean([j.position_bias for j in ab]))
+        # the model's own bias: P[the response shown first wins] - ½, each pair asked in both orders
+        bias = float(np.mean([0.5 * (x.p_a_first + y.p_a_first) for x, y in zip(ab, ba)])) - 0.5
         report["swap" if swap else "one order"] = {
             "agreement_on_gold_decided": agree, "cohen_kappa": kappa, "judge_ties": sum(o == Outcome.TIE for o in got),
             "order_consistency": consistent, "p_first_wins": float(np.mean(first_wins)) if first_wins else None,

@@ -178,6 +178,10 @@ def run_side(side: str, a: argparse.Namespace, mode: str, seed: int, extra: list
     else:
         cmd = [sys.executable, __file__, "ours", mode, *when, "--model", str(model), "--rm", str(a.rm),
                "--prompts", str(prompts), *(["--eval", str(evalf)] if mode == "race" else []),
+               "--prompts-per-step", str(s["prompts_per_step"]), "--generations", str(s["generations"]),
+               "--ppo-epochs", str(s["ppo_epochs"]), "--mini-batches", str(s["mini_batches"]), "--lr", str(s["lr"]),
+               "--beta", str(s["beta"]), "--kl-horizon", str(s["kl_horizon"]),
+               "--max-new-tokens", str(s["max_new_tokens"]), "--temperature", str(s["temperature"]),
                "--seed", str(seed), "--threads", str(a.threads), "--critic", a.ours_critic,
                *(["--kl-target", str(a.ours_kl_target)] if a.ours_kl_target else []), *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -376,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
         q.add_argument("--keep", action="store_true", help="race: keep finished runs of OUT/race.json")
         q.add_argument("--ours-kl-target", type=float, default=None,
                        help="rlhfkit: adaptive KL controller with this target (default: fixed β, like TRL)")
+        q.add_argument("--set", dest="sets", action="append", default=[],
+                       help="change a shared setting for both libraries, KEY=VALUE (keys of SETTINGS), e.g. lr=3e-4")
         q.add_argument("--ours-critic", choices=["head", "rm"], default="head",
                        help="rlhfkit's value function: a head on the policy (ppo_run's default) or a critic from "
                             "the RM (TRL's recipe)")
@@ -410,7 +416,13 @@ def main(argv: list[str] | None = None) -> None:
         if a.mode == "race" and (not a.eval or (a.budget is None and a.max_steps is None)):
             p.error("ours race needs --eval and --budget and/or --max-steps")
         print(json.dumps(worker_ours(a)))
-    elif a.cmd == "throughput":
+        return
+    for kv in getattr(a, "sets", []):
+        k, _, v = kv.partition("=")
+        if k not in SETTINGS or k == "generations":
+            p.error(f"--set {kv}: the shared settings are {', '.join(x for x in SETTINGS if x != 'generations')}")
+        SETTINGS[k] = type(SETTINGS[k])(float(v)) if isinstance(SETTINGS[k], int) else type(SETTINGS[k])(v)
+    if a.cmd == "throughput":
         throughput(a)
     else:
         race(a)

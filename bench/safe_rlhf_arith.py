@@ -44,13 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-every", type=float, default=30.0)
     p.add_argument("--threshold", type=float, default=0.05)
     p.add_argument("--lambda-init", type=float, default=0.1)
-    p.add_argument("--lambda-lr", type=float, default=0.1)
+    p.add_argument("--lambda-lr", type=float, default=1.0)
     p.add_argument("--penalties", type=float, nargs="+", default=[2.0])
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--beta", type=float, default=0.05)
-    p.add_argument("--prompts-per-step", type=int, default=32)
+    p.add_argument("--prompts-per-step", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["lagrangian", "fixed"], default=None)
+    p.add_argument("--generations", type=int, default=8)
+    p.add_argument("--only", choices=["lagrangian", "fixed", "report"], default=None,
+                   help="run one arm (two processes side by side), or only report the saved runs")
     a = p.parse_args(argv)
 
     import torch
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         return {"eval/accuracy": acc, "eval/cost": cost}
 
     args = TrainArgs(lr=a.lr, max_steps=10**9, schedule="constant", warmup_ratio=0.0, max_length=32, seed=a.seed)
-    base = dict(prompts_per_step=a.prompts_per_step, ppo_epochs=2, mini_batches=2, max_new_tokens=5, beta=a.beta,
+    base = dict(prompts_per_step=a.prompts_per_step, num_generations=a.generations, ppo_epochs=1, mini_batches=1,
+                max_new_tokens=5, beta=a.beta,
                 eval_every_s=a.eval_every, max_train_s=a.budget)
     runs = {}
     if a.only in (None, "lagrangian"):
@@ -91,8 +94,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"fixed_{c:g}", out, [reward, RewardFunction("has_seven", has_seven, weight=-c)],
                 model_dir=ARITH / "sft", train=train, held=held, evaluate=evaluate, args=args,
                 settings=PPOSettings(**base), gold=[RewardFunction("has_seven_watch", has_seven)])
+    for rec in sorted((out / "runs").glob("*/record.json")):
+        name = rec.parent.name
+        key = "lagrangian" if name == "lagrangian" else f"fixed c={name.removeprefix('fixed_')}"
+        if key not in runs and (name == "lagrangian" or name.startswith("fixed_")):
+            runs[key] = json.loads(rec.read_text())
     lines = [f"Safe RLHF on addition: reward exact match, cost 'contains a 7', d = {a.threshold}; {a.budget:.0f} s each, "
-             f"β {a.beta}, lr {a.lr}, seed {a.seed}"]
+             f"β {a.beta}, lr {a.lr}, {a.prompts_per_step} prompts × {a.generations} completions per step, λ from "
+             f"{a.lambda_init} at lr {a.lambda_lr} (log space), seed {a.seed}"]
     for name, r in runs.items():
         rows = [json.loads(x) for x in (out / "runs" / r["name"] / "metrics.jsonl").read_text().splitlines()]
         rows = [x for x in rows if "reward/mean" in x]

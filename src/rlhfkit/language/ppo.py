@@ -543,6 +543,10 @@ def plot_overoptimisation(metrics_path: str | Path, out_png: str | Path) -> Path
     """Gold and proxy reward against the KL spent, ``kl/sequence`` (Gao et al. 2022, Fig. 1), from a PPO
     run's ``metrics.jsonl``: the proxy rising while the gold reward stalls or falls is reward hacking.
 
+    Left: each step's batch means (dots) and their means in KL bins (lines, equal numbers of steps per
+    bin), the proxy on the left axis and the gold on its own right axis (the two scales differ: a
+    reward model's score is not in the gold's units). Right: both over the steps, with the KL.
+
     Raises:
         FileNotFoundError: if ``metrics_path`` does not exist.
     """
@@ -553,21 +557,41 @@ def plot_overoptimisation(metrics_path: str | Path, out_png: str | Path) -> Path
 
     rows = [json.loads(x) for x in Path(metrics_path).read_text().splitlines() if x.strip()]
     rows = [r for r in rows if "kl/sequence" in r]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = (("reward/mean", "proxy (optimised)", "tab:blue"), ("gold/mean", "gold (watched)", "tab:orange"))
     if rows:
         kl = np.array([r["kl/sequence"] for r in rows])
-        for key, label, color in (("reward/mean", "proxy (optimised)", "tab:blue"),
-                                  ("gold/mean", "gold (watched)", "tab:orange")):
-            ys = np.array([r.get(key, np.nan) for r in rows])
-            ax.plot(kl, ys, ".", alpha=0.25, color=color)
-            k = max(1, len(ys) // 20)  # a running mean over ~5% of the steps
-            smooth = np.convolve(np.nan_to_num(ys), np.ones(k) / k, mode="valid")
-            ax.plot(kl[k - 1:], smooth, "-", color=color, label=label)
+        steps = np.array([r.get("step", i + 1) for i, r in enumerate(rows)])
+        order = np.argsort(kl, kind="stable")
+        bins = np.array_split(order, min(20, len(order)))  # equal-count KL bins
+        axes = {"reward/mean": ax, "gold/mean": ax.twinx()}
+        twin_t = ax_t.twinx()
+        k = max(1, len(rows) // 20)  # a running mean over ~5% of the steps
+        for key, label, color in series:
+            ys = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+            if np.isnan(ys).all():
+                continue
+            a = axes[key]
+            a.plot(kl, ys, ".", alpha=0.15, color=color)
+            a.plot([kl[b].mean() for b in bins], [np.nanmean(ys[b]) for b in bins], "-o", ms=3, color=color,
+                   label=label)
+            a.set_ylabel(label, color=color)
+            t_ax = ax_t if key == "reward/mean" else twin_t
+            t_ax.plot(steps[k - 1:], np.convolve(np.nan_to_num(ys), np.ones(k) / k, mode="valid"), color=color,
+                      label=label)
+            t_ax.set_ylabel(label, color=color)
+        ax_t.plot([], [], color="tab:gray", ls="--", label="KL (nats, scaled to the proxy axis)")
+        lo, hi = ax_t.get_ylim()
+        kl_s = np.convolve(kl, np.ones(k) / k, mode="valid")
+        if kl_s.max() > 0:
+            ax_t.plot(steps[k - 1:], lo + (hi - lo) * kl_s / kl_s.max(), "--", color="tab:gray")
+            ax_t.set_title(f"over the steps (KL peaks at {kl_s.max():.2f} nats)")
+        ax.legend(*[sum(x, []) for x in zip(*(a.get_legend_handles_labels() for a in axes.values()))], loc="best")
+        ax_t.legend(loc="center right", fontsize=8)
     ax.set_xlabel("KL(π ‖ π_ref) per completion (nats)")
-    ax.set_ylabel("reward")
-    ax.set_title("Over-optimisation: proxy vs gold reward against KL")
+    ax.set_title("Over-optimisation: proxy and gold reward against KL")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax_t.set_xlabel("PPO step")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)

@@ -235,7 +235,7 @@ def _safety_hits(costs: Tensor, signs: Tensor, prefix: str) -> dict[str, tuple[f
 
 def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[Any], args: TrainArgs, *,
                        out: str | Path | None = None, accelerator: Any = None, progress: Any = None,
-                       cost: bool = False) -> Fitted:
+                       cost: bool = False, select: tuple[str, str] = ("val/accuracy", "max")) -> Fitted:
     """Fit a reward model (or, with ``cost``, a Safe RLHF cost model) to preference pairs and ranked lists.
 
     Args:
@@ -243,7 +243,10 @@ def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Se
             (:func:`rlhfkit.language.models.load_reward_model`), trained in place.
         tokenizer: its tokenizer (with a pad token distinct from EOS, or EOS-appended inputs).
         train, val: ``PreferenceExample`` / ``RankedExample`` records.
-        args: optimisation settings; validation selects the best weights by ``val/accuracy``.
+        args: optimisation settings.
+        select: the validation metric and direction that pick the best weights (default the highest
+            ``val/accuracy``; ``("val/loss", "min")`` keeps the best-calibrated weights, which matters
+            when many ties make accuracy coarse).
         out: where metrics are written.
         cost: train a cost model ``C`` (Dai et al. 2023, Eq. 6, :func:`rlhfkit.choice.cost_pair_loss`):
             ``chosen`` is the *safer* response and must cost less; rows with ``chosen_safe`` /
@@ -273,7 +276,7 @@ def train_reward_model(model: Any, tokenizer: Any, train: Sequence[Any], val: Se
 
     return fit(model, train_items, val_items, collate=collate, loss_sum=loss_sum, units=lambda items: float(len(items)),
                lengths=[it.n_tokens for it in train_items], args=args, evaluate=evaluate,
-               select=("val/accuracy", "max"), out=out, accelerator=accelerator, progress=progress)
+               select=select, out=out, accelerator=accelerator, progress=progress)
 
 
 def evaluate_reward_model(model: Any, pad_id: int, items: Sequence[RewardItem], *, batch_size: int = 16,
