@@ -26,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "finegrained_arith"
 TARGET_START = 0.25
+MAX_NEW = 14  # " 146,163,190" is 12 characters: room for EOS after the longest answer (the 2026-12-02 run had 12)
 
 
 def problems() -> dict[str, list[tuple[tuple[int, int], ...]]]:
@@ -106,7 +107,7 @@ def prepare(a: argparse.Namespace) -> None:
     curve = []
 
     def nearest(m) -> dict[str, float]:
-        acc = evaluate_greedy(m, tok, choose, reward, max_new_tokens=12)["eval/reward"]
+        acc = evaluate_greedy(m, tok, choose, reward, max_new_tokens=MAX_NEW)["eval/reward"]
         curve.append(acc)
         return {"val/accuracy": acc, "val/closeness": -abs(acc - TARGET_START)}
 
@@ -141,11 +142,11 @@ def race(a: argparse.Namespace) -> None:
     score = RewardFunction("holistic", holistic)
 
     def evaluate(m) -> dict[str, float]:
-        return {"eval/accuracy": evaluate_greedy(m, tok, held, [score], max_new_tokens=12)["eval/reward"]}
+        return {"eval/accuracy": evaluate_greedy(m, tok, held, [score], max_new_tokens=MAX_NEW)["eval/reward"]}
 
     args = TrainArgs(lr=a.lr, max_steps=a.steps, schedule="constant", warmup_ratio=0.0, max_length=48, seed=a.seed)
     settings = PPOSettings(prompts_per_step=a.prompts_per_step, num_generations=a.generations, ppo_epochs=1,
-                           mini_batches=1, max_new_tokens=12, beta=a.beta, eval_every=a.eval_every)
+                           mini_batches=1, max_new_tokens=MAX_NEW, beta=a.beta, eval_every=a.eval_every)
     runs = {}
     for name in ("holistic", "fine-grained"):
         if a.only is not None and a.only != name:

@@ -93,25 +93,47 @@ def pairs(a: argparse.Namespace) -> None:
 
 
 def rm(a: argparse.Namespace) -> None:
+    """The reward model on the labelled pairs: a scalar head on ``--rm-init`` (default the SFT model),
+    Bradley-Terry with ties as ½ (``--rm-kind scalar``), or ``--rm-kind dpo``: the backbone fitted with
+    DPO (β 0.1, ties dropped) and used through its implicit reward against the backbone
+    (:class:`rlhfkit.language.rewards.ImplicitReward`). The best weights on a 10% validation split."""
     _setup(a.threads)
-    from rlhfkit.language.data import load_data
-    from rlhfkit.language.models import load_reward_model, load_tokenizer, save_model
+    from rlhfkit.language.data import load_data, train_val_split
+    from rlhfkit.language.models import load_causal_lm, load_reward_model, load_tokenizer, save_model
     from rlhfkit.language.reward import train_reward_model
-    from rlhfkit.language.data import train_val_split
     from rlhfkit.language.train import TrainArgs
 
     out = Path(a.out)
+    init = Path(a.rm_init) if a.rm_init else ARITH / "sft"
     tok = load_tokenizer(ARITH / "sft")
     examples = load_data(out / "pairs.jsonl").examples
     train, val = train_val_split(examples, 0.1, 0)
-    model = load_reward_model(ARITH / "sft", pad_token_id=tok.pad_token_id)
     args = TrainArgs(lr=a.rm_lr, epochs=a.rm_epochs, batch_size=32, max_length=32, eval_every=10, warmup_ratio=0.1,
                      seed=0)
-    fitted = train_reward_model(model, tok, train, val, args, select=("val/loss", "min"))
-    save_model(fitted.model, tok, out / "rm")
-    info = {"train_pairs": len(train), "val_pairs": len(val), **fitted.best, "train_s": round(fitted.wall_s, 1)}
-    (out / "rm.json").write_text(json.dumps(info, indent=1))
+    if a.rm_kind == "dpo":
+        from rlhfkit.language.dpo import DPOSettings, train_dpo
+
+        fitted = train_dpo(load_causal_lm(init), tok, train, val, args, DPOSettings(beta=0.1))
+    else:
+        model = load_reward_model(init, pad_token_id=tok.pad_token_id)
+        fitted = train_reward_model(model, tok, train, val, args, select=("val/loss", "min"))
+    name = a.rm_name or "rm"
+    save_model(fitted.model, tok, out / name)
+    info = {"rm_init": str(init), "kind": a.rm_kind, "dpo_ref": str(init.resolve()) if a.rm_kind == "dpo" else None,
+            "train_pairs": len(train), "val_pairs": len(val), **fitted.best, "train_s": round(fitted.wall_s, 1)}
+    (out / f"{name}.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
+
+
+def reward_model_function(out: Path, name: str):
+    """The reward function of the reward model ``out / name`` written by ``rm`` (scalar head or DPO)."""
+    from rlhfkit.language.rewards import load_reward_function
+
+    info_path = out / f"{name}.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if info.get("dpo_ref"):
+        return load_reward_function(f"implicit:{out / name},{info['dpo_ref']},0.1")
+    return load_reward_function(str(out / name))
 
 
 def run_ppo(name: str, out: Path, rewards: list, *, model_dir: Path, train: list, held: list, evaluate,
@@ -144,14 +166,14 @@ def ppo_run(a: argparse.Namespace, name: str, *, reward: str, beta: float, kl_ta
     from rlhfkit.language.online import evaluate_greedy
     from rlhfkit.language.ppo import PPOSettings
     from rlhfkit.language.prompts import load_prompts
-    from rlhfkit.language.rewards import RewardFunction, load_reward_function
+    from rlhfkit.language.rewards import RewardFunction
     from rlhfkit.language.train import TrainArgs
 
     out = Path(a.out)
     tok = load_tokenizer(ARITH / "sft")
     train, held = load_prompts(ARITH / "train.jsonl").examples, load_prompts(ARITH / "eval.jsonl").examples
     gold = RewardFunction("exact_match", exact_match)
-    rewards = [gold] if reward == "gold" else [load_reward_function(str(out / "rm"))]
+    rewards = [gold] if reward == "gold" else [reward_model_function(out, a.rm_name or "rm")]
     ptx = [SFTExample(prompt=prompt(x, y), completion=f" {x + y}") for x, y in problems()["sft"]] if ptx_coef > 0 else []
     held_text = [SFTExample(prompt=p.prompt, completion=p.columns["answer"]) for p in load_prompts(ARITH / "choose.jsonl").examples]
 
@@ -217,6 +239,38 @@ def ppo(a: argparse.Namespace) -> None:
     print("\n".join(lines))
     (Path(a.out) / f"{a.tag}ppo.txt").write_text("\n".join(lines) + "\n")
     _plot(results, Path(a.out) / f"{a.tag}ppo.png")
+
+
+def rmbackbone(a: argparse.Namespace) -> None:
+    """A stronger backbone for the reward model: the SFT run of ``grpo_arith.py prepare`` (same base model,
+    data, lr and batch) carried on for ``--sft-steps`` steps, keeping its best checkpoint on the choosing
+    problems. The policy still starts from the early, weak checkpoint (room to learn); only the reward
+    model reads with the stronger one, as InstructGPT's reward models came from larger SFT models than
+    some of its policies (Ouyang et al. 2022, §3.5)."""
+    _setup(a.threads)
+    from rlhfkit.language.data import SFTExample
+    from rlhfkit.language.models import load_causal_lm, load_tokenizer, save_model
+    from rlhfkit.language.online import evaluate_greedy
+    from rlhfkit.language.prompts import PromptExample
+    from rlhfkit.language.rewards import RewardFunction
+    from rlhfkit.language.sft import train_sft
+    from rlhfkit.language.train import TrainArgs
+
+    ps = problems()
+    tok, model = load_tokenizer(ARITH / "base"), load_causal_lm(ARITH / "base")
+    choose = [PromptExample(prompt(x, y), {"answer": f" {x + y}"}) for x, y in ps["choose"]]
+    gold = [RewardFunction("exact_match", exact_match)]
+    train = [SFTExample(prompt=prompt(x, y), completion=f" {x + y}") for x, y in ps["sft"]]
+    args = TrainArgs(lr=1e-3, max_steps=a.sft_steps, batch_size=64, schedule="constant", warmup_ratio=0.0,
+                     val_fraction=0.0, eval_every=50, max_length=32, seed=0)
+    fitted = train_sft(model, tok, train, [], args, select=("val/accuracy", "max"),
+                       evaluate=lambda m: {"val/accuracy": evaluate_greedy(m, tok, choose, gold,
+                                                                           max_new_tokens=5)["eval/reward"]})
+    save_model(fitted.model, tok, OUT / "rm_backbone")
+    info = {"sft_steps": a.sft_steps, "best_step": fitted.best.get("step"), "choose_accuracy": fitted.best.get("val/accuracy"),
+            "sft_s": round(fitted.wall_s, 1)}
+    (OUT / "rm_backbone.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info), flush=True)
 
 
 def online(a: argparse.Namespace) -> None:
@@ -287,6 +341,43 @@ def online(a: argparse.Namespace) -> None:
           f"{curve[0]['accuracy']:.3f} → {curve[-1]['accuracy']:.3f} in {clock:.0f} s", flush=True)
 
 
+def rmcurve(a: argparse.Namespace) -> None:
+    """How many labels the reward model needs: ``--curve`` sizes of training pairs (from one pool the SFT
+    model samples and the teacher labels), each fitted as ``rm`` does, scored on the same 500 held-out
+    labelled pairs (sampled with another seed; accuracy on the decided pairs)."""
+    _setup(a.threads)
+    from rlhfkit.language.models import load_causal_lm, load_reward_model, load_tokenizer, save_model
+    from rlhfkit.language.prompts import load_prompts
+    from rlhfkit.language.reward import train_reward_model
+    from rlhfkit.language.rewards import RewardFunction
+    from rlhfkit.language.teacher import TextTeacher, label_sampled_pairs
+    from rlhfkit.language.train import TrainArgs
+
+    out = Path(a.out) / f"rmcurve_{a.teacher_gold}"
+    out.mkdir(parents=True, exist_ok=True)
+    tok, model = load_tokenizer(ARITH / "sft"), load_causal_lm(ARITH / "sft")
+    prompts = load_prompts(ARITH / "train.jsonl").examples
+    teacher = TextTeacher([RewardFunction(a.teacher_gold, GOLDS[a.teacher_gold])], "oracle", seed=0)
+    sizes = [int(x) for x in a.curve.split(",")]
+    pool = label_sampled_pairs(model, tok, prompts, teacher, n_pairs=max(sizes), max_new_tokens=5, seed=0).examples
+    held = label_sampled_pairs(model, tok, prompts, teacher, n_pairs=500, max_new_tokens=5, seed=7).examples
+    lines = [f"reward-model accuracy against labels (teacher gold {a.teacher_gold}; lr {a.rm_lr}, {a.rm_epochs} "
+             f"epochs; the best epoch by held-out loss, so an upper bound; {len(held)} held-out pairs, {sum(not x.tie for x in held)} decided)"]
+    for n in sizes:
+        asked = round(n * len(pool) / max(sizes))  # the kept share of n asked pairs
+        rm_model = load_reward_model(a.rm_init or ARITH / "sft", pad_token_id=tok.pad_token_id)
+        args = TrainArgs(lr=a.rm_lr, epochs=a.rm_epochs, batch_size=32, max_length=32, eval_every=10,
+                         warmup_ratio=0.1, seed=0)
+        t0 = time.perf_counter()
+        fitted = train_reward_model(rm_model, tok, pool[:asked], held, args, select=("val/loss", "min"))
+        if n == 1000:
+            save_model(fitted.model, tok, out / "rm1000")
+        lines.append(f"{n:6d} pairs asked ({asked} kept): held-out accuracy {fitted.best['val/accuracy']:.3f}, "
+                     f"loss {fitted.best['val/loss']:.3f}, fit {time.perf_counter() - t0:.0f} s")
+        print(lines[-1], flush=True)
+    (out / "curve.txt").write_text("\n".join(lines) + "\n")
+
+
 OVEROPT = ("beta0", "fixed", "adaptive")
 
 
@@ -331,6 +422,126 @@ def overopt_summary(metrics: Path, name: str, target: float | None, window: int 
                  f"steps within ±50%, mean of {window}-step windows within ±50%: "
                  f"{bool(np.all(np.abs(kl[len(kl) // 2:] - target) <= 0.5 * target))}")
     return text
+
+
+PTX = OUT / "ptx_mixed"
+
+
+def reversal(n: int, seed: int) -> list[tuple[str, str]]:
+    """The second SFT task of the alignment-tax experiment: ``("R: 4821 A:", " 1284")``, 3-5 digits."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        digits = "".join(str(d) for d in rng.integers(0, 10, size=int(rng.integers(3, 6))))
+        out.append((f"R: {digits} A:", " " + digits[::-1]))
+    return out
+
+
+def ptxprep(a: argparse.Namespace) -> None:
+    """An SFT model of two tasks, for an alignment tax that RL on one of them can cost: the 2,000 addition
+    SFT problems and 2,000 digit reversals (``reversal``) mixed, the same char-level Llama and schedule as
+    ``grpo_arith.py prepare``, the checkpoint whose addition accuracy on the choosing problems is nearest
+    its 9% kept (room to learn)."""
+    _setup(a.threads)
+
+    from grpo_arith import TARGET_START
+
+    from rlhfkit.language.data import SFTExample
+    from rlhfkit.language.models import load_causal_lm, load_tokenizer, save_model
+    from rlhfkit.language.online import evaluate_greedy
+    from rlhfkit.language.prompts import PromptExample
+    from rlhfkit.language.rewards import RewardFunction
+    from rlhfkit.language.sft import train_sft
+    from rlhfkit.language.tiny import TinySpec, build_tiny
+    from rlhfkit.language.train import TrainArgs
+
+    PTX.mkdir(parents=True, exist_ok=True)
+    ps = problems()
+    add = [SFTExample(prompt=prompt(x, y), completion=f" {x + y}") for x, y in ps["sft"]]
+    rev = [SFTExample(prompt=p_, completion=c) for p_, c in reversal(2000, 1)]
+    mixed = [add[i // 2] if i % 2 == 0 else rev[i // 2] for i in range(len(add) + len(rev))]
+    spec = TinySpec(arch="llama", vocab_size=262, n_layers=4, d_model=128, n_heads=4, mlp_size=512,
+                    max_positions=64, seed=0)
+    base = build_tiny([e.prompt + e.completion for e in mixed], PTX / "base", spec)
+    tok, model = load_tokenizer(base), load_causal_lm(base)
+    choose = [PromptExample(prompt(x, y), {"answer": f" {x + y}"}) for x, y in ps["choose"]]
+    gold = [RewardFunction("exact_match", exact_match)]
+
+    def nearest(m) -> dict[str, float]:
+        acc = evaluate_greedy(m, tok, choose, gold, max_new_tokens=5)["eval/reward"]
+        return {"val/accuracy": acc, "val/closeness": -abs(acc - TARGET_START)}
+
+    args = TrainArgs(lr=1e-3, max_steps=a.sft_steps, batch_size=64, schedule="constant", warmup_ratio=0.0,
+                     val_fraction=0.0, eval_every=25, max_length=32, seed=0)
+    fitted = train_sft(model, tok, mixed, [], args, evaluate=nearest, select=("val/closeness", "max"))
+    save_model(fitted.model, tok, PTX / "sft")
+    held = [SFTExample(prompt=p_, completion=c) for p_, c in reversal(500, 2)]
+    info = {"chosen_step": fitted.best.get("step"), "choose_accuracy": fitted.best.get("val/accuracy"),
+            "reversal_nll": text_nll(fitted.model, tok, held)}
+    (PTX / "sft.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info), flush=True)
+
+
+def ptxrun(a: argparse.Namespace) -> None:
+    """PPO-ptx on the two-task SFT model (``ptxprep``): PPO on the addition gold reward (adaptive β) with
+    γ = 0 and with ``--ptx-coef`` γ > 0, the ptx data the 2,000 SFT reversals; the tax is the rise of the
+    NLL of 500 held-out reversals, the task RL does not train. ``--arms 0`` / ``--arms G`` in two processes
+    run them side by side; ``--arms report`` compares."""
+    _setup(a.threads)
+    from rlhfkit.language.data import SFTExample
+    from rlhfkit.language.models import load_tokenizer
+    from rlhfkit.language.online import evaluate_greedy
+    from rlhfkit.language.ppo import PPOSettings
+    from rlhfkit.language.prompts import load_prompts
+    from rlhfkit.language.rewards import RewardFunction
+    from rlhfkit.language.train import TrainArgs
+
+    tok = load_tokenizer(PTX / "sft")
+    train, held = load_prompts(ARITH / "train.jsonl").examples, load_prompts(ARITH / "eval.jsonl").examples
+    gold = RewardFunction("exact_match", exact_match)
+    held_rev = [SFTExample(prompt=p_, completion=c) for p_, c in reversal(500, 2)]
+    ptx_data = [SFTExample(prompt=p_, completion=c) for p_, c in reversal(2000, 1)]
+
+    def evaluate(m) -> dict[str, float]:
+        return {"eval/accuracy": evaluate_greedy(m, tok, held, [gold], max_new_tokens=5)["eval/reward"],
+                "eval/sft_nll": text_nll(m, tok, held_rev)}
+
+    coefs = [] if a.arms == "report" else [float(x) for x in a.arms.split(",")]
+    for g in coefs:
+        args = TrainArgs(lr=a.lr, max_steps=10**9, schedule="constant", warmup_ratio=0.0, max_length=32, seed=a.seed)
+        settings = PPOSettings(prompts_per_step=a.prompts_per_step, num_generations=a.generations,
+                               ppo_epochs=a.ppo_epochs, mini_batches=a.mini_batches, max_new_tokens=5, beta=a.beta,
+                               kl_target=a.kl_target, kl_horizon=a.kl_horizon, eval_every_s=a.eval_every,
+                               max_train_s=a.overopt_budget, ptx_coef=g, ptx_batch_size=a.ptx_batch_size)
+        r = run_ppo(f"ptxmix_{g:g}", PTX, [gold], model_dir=PTX / "sft", train=train, held=held, evaluate=evaluate,
+                    args=args, settings=settings, ptx=ptx_data if g > 0 else [])
+        c = r["curve"]
+        print(f"γ {g:g}: accuracy {c[0]['accuracy']:.3f} → {c[-1]['accuracy']:.3f}, reversal NLL {c[0]['sft_nll']:.4f} → "
+              f"{c[-1]['sft_nll']:.4f}, {r['steps']} steps", flush=True)
+    recs = {}
+    for d in sorted((PTX / "runs").glob("ptxmix_*")):
+        if (d / "record.json").is_file():
+            recs[float(d.name.split("_")[1])] = json.loads((d / "record.json").read_text())
+    if 0.0 not in recs or len(recs) < 2:
+        return
+    lines = [f"PPO-ptx on a two-task SFT model (addition + digit reversal), PPO on the addition gold reward, "
+             f"{a.overopt_budget:.0f} s each, adaptive β (target {a.kl_target}, horizon {a.kl_horizon:.0f}); ptx data: "
+             f"2,000 SFT reversals, {a.ptx_batch_size} per optimiser step; tax: NLL per answer token (nats) of 500 "
+             "held-out reversals"]
+    tax = {g: r["curve"][-1]["sft_nll"] - r["curve"][0]["sft_nll"] for g, r in recs.items()}
+    for g, r in recs.items():
+        c = r["curve"]
+        lines.append(f"γ = {g:<5g} accuracy {c[0]['accuracy']:.3f} → {c[-1]['accuracy']:.3f}; reversal NLL "
+                     f"{c[0]['sft_nll']:.4f} → {c[-1]['sft_nll']:.4f} (tax {tax[g]:+.4f}), {r['steps']} steps")
+    for g in (x for x in recs if x > 0):
+        gap = recs[0.0]["curve"][-1]["accuracy"] - recs[g]["curve"][-1]["accuracy"]
+        ok = tax[0.0] > 0 and tax[g] <= 0.5 * tax[0.0] and abs(gap) <= 0.02
+        lines.append(f"{'PASS' if ok else 'FAIL'}  γ {g:g}: tax {tax[g]:+.4f} vs {tax[0.0]:+.4f} (≤ half), accuracy "
+                     f"{100 * -gap:+.1f} points vs γ = 0 (within 2)")
+    print("\n".join(lines))
+    (PTX / "ptx.txt").write_text("\n".join(lines) + "\n")
 
 
 def ptx(a: argparse.Namespace) -> None:
@@ -384,7 +595,7 @@ def _plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("cmd", choices=["pairs", "rm", "ppo", "online", "overopt", "ptx", "all"])
+    p.add_argument("cmd", choices=["pairs", "rm", "rmbackbone", "rmcurve", "ppo", "online", "ptxprep", "ptxrun", "overopt", "ptx", "all"])
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pairs", type=int, default=1000)
@@ -406,11 +617,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ptx-coef", type=float, default=1.0)
     p.add_argument("--ptx-batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sft-steps", type=int, default=900, help="ptxprep: SFT steps")
+    p.add_argument("--rm-init", default=None, help="rm, rmcurve: the reward model's backbone (default the SFT model; "
+                   "see rmbackbone)")
+    p.add_argument("--rm-kind", choices=["scalar", "dpo"], default="scalar",
+                   help="rm: a scalar-head reward model, or a DPO-fitted model used through its implicit reward")
+    p.add_argument("--rm-name", default=None, help="rm: the reward model's directory name under --out (default rm); "
+                   "ppo reads it too")
+    p.add_argument("--curve", default="250,500,1000,2000,4000", help="rmcurve: training-pair counts")
     p.add_argument("--rounds", type=int, default=4, help="online: labelling rounds sharing --pairs")
     p.add_argument("--teacher-gold", choices=sorted(GOLDS), default="digit",
                    help="the synthetic teacher's gold: digit credit or numeric distance")
     a = p.parse_args(argv)
-    steps = {"pairs": [pairs], "rm": [rm], "ppo": [ppo], "online": [online], "overopt": [overopt], "ptx": [ptx],
+    steps = {"pairs": [pairs], "rm": [rm], "ppo": [ppo], "online": [online], "rmcurve": [rmcurve], "rmbackbone": [rmbackbone], "ptxprep": [ptxprep], "ptxrun": [ptxrun], "overopt": [overopt], "ptx": [ptx],
              "all": [pairs, rm, ppo, overopt, ptx]}
     for fn in steps[a.cmd]:
         fn(a)

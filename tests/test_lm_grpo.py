@@ -21,6 +21,7 @@ from rlhfkit.language.models import load_causal_lm, load_reward_model, load_toke
 from rlhfkit.language.prompts import PromptExample, encode_prompt, load_prompts
 from rlhfkit.language.rewards import (
     RewardError,
+    ImplicitReward,
     RewardFunction,
     RewardModelReward,
     check_columns,
@@ -243,6 +244,38 @@ def test_reward_model_directory_as_a_reward_function(char_dir, tok, tmp_path):
     assert values == pytest.approx(expected.tolist(), abs=1e-5)
     with pytest.raises(RewardError, match="not a model directory"):
         load_reward_function(str(tmp_path))
+
+
+def test_implicit_reward_of_a_dpo_model(char_dir, tok, tmp_path):
+    """β [log π(y|x) − log π_ref(y|x)] from two models' own token log-probs, computed by hand here."""
+    policy = load_causal_lm(char_dir)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p, generator=torch.Generator().manual_seed(3)))
+    save_model(policy, tok, tmp_path / "dpo")
+    reward = load_reward_function(f"implicit:{tmp_path / 'dpo'},{char_dir},0.5")
+    assert isinstance(reward.func, ImplicitReward) and reward.name.startswith("implicit:")
+    values = reward.func(["Q: 1+2= A:", "abc"], [" 3", " dd"])
+
+    def seq_logprob(model, prompt, completion) -> float:
+        p_ids, full = _ids(tok, prompt), list(_ids(tok, prompt + completion)) + [tok.eos_token_id]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([full])).logits[0].float(), -1)
+        return sum(float(logp[t - 1, full[t]]) for t in range(len(p_ids), len(full)))  # completion and EOS
+
+    ref = load_causal_lm(char_dir).eval()
+    policy.eval()
+    expected = [0.5 * (seq_logprob(policy, p, c) - seq_logprob(ref, p, c)) for p, c in (("Q: 1+2= A:", " 3"),
+                                                                                       ("abc", " dd"))]
+    assert values == pytest.approx(expected, abs=1e-4)
+    assert abs(values[0]) > 1e-3  # the perturbed policy differs from its reference
+    assert ImplicitReward(char_dir, char_dir)(["abc"], [" d"]) == pytest.approx([0.0], abs=1e-6)
+    with pytest.raises(RewardError, match="MODEL_DIR,REF_DIR"):
+        load_reward_function(f"implicit:{char_dir}")
+    with pytest.raises(RewardError, match="not a model directory"):
+        load_reward_function(f"implicit:{tmp_path},{char_dir}")
+    with pytest.raises(RewardError, match="not a number"):
+        load_reward_function(f"implicit:{char_dir},{char_dir},big")
 
 
 # ----------------------------------------------------------------------------------------------

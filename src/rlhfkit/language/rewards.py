@@ -14,8 +14,9 @@ sum (as in TRL). Several functions are summed with weights.
 
 On the command line a function is named ``module:function`` (importable), ``path/to/file.py:function``,
 a reward-model directory written by ``rlhf lm rm``, or a built-in: ``exact_match`` (the completion
-equals the ``answer`` column, surrounding whitespace ignored) or ``regex:PATTERN`` (1 if the whole
-completion matches ``PATTERN``).
+equals the ``answer`` column, surrounding whitespace ignored), ``regex:PATTERN`` (1 if the whole
+completion matches ``PATTERN``) or ``implicit:MODEL_DIR,REF_DIR[,BETA]`` (a DPO-trained model's implicit
+reward against its reference, :class:`ImplicitReward`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["RewardError", "RewardFunction", "RewardModelReward", "check_columns", "exact_match", "segment_scores",
+__all__ = ["ImplicitReward", "RewardError", "RewardFunction", "RewardModelReward", "check_columns", "exact_match", "segment_scores",
            "token_ends", "load_reward_function", "regex_reward",
            "score_completions"]
 
@@ -120,6 +121,50 @@ class RewardModelReward:
         return out
 
 
+class ImplicitReward:
+    """A DPO-trained policy as a reward function: the implicit reward
+    ``r(x, y) = β [log π_θ(y | x) − log π_ref(y | x)]`` (Rafailov et al. 2023, Eq. 5, the partition term
+    dropped: it depends on ``x`` only, so it cancels between completions of one prompt), in nats × ``β``.
+
+    A language model fitted to preference pairs this way keeps its language-model head, so what it
+    knows about good completions (their likelihood) is not discarded for a fresh scalar head, which
+    matters when there are few labels (``bench/instructgpt_arith.py``: 81% held-out pair accuracy
+    from 1,000 labels against 61% for a scalar-head reward model on the same backbone).
+
+    Args:
+        model_dir: the DPO-trained policy (``rlhf lm dpo``'s output).
+        ref_dir: its reference (the model DPO started from).
+        beta: the ``β`` it was trained with.
+        max_length: longest scored sequence in tokens (the prompt is cut from the left first).
+        max_tokens: padded tokens per forward pass.
+
+    Raises:
+        FileNotFoundError: if a directory holds no model.
+    """
+
+    def __init__(self, model_dir: str | Path, ref_dir: str | Path, *, beta: float = 0.1, max_length: int = 1024,
+                 max_tokens: int = 8192):
+        from rlhfkit.language.models import load_causal_lm, load_tokenizer
+
+        self.__name__ = f"implicit:{Path(model_dir).name}"
+        self.tokenizer = load_tokenizer(model_dir)
+        self.model = load_causal_lm(model_dir).eval()
+        self.ref = load_causal_lm(ref_dir).eval()
+        self.beta, self.max_length, self.max_tokens = beta, max_length, max_tokens
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
+        from rlhfkit.language.data import render
+        from rlhfkit.language.logprobs import encode, run_chunked, sequence_logprobs
+
+        encoded = [encode(self.tokenizer, *render(self.tokenizer, p, c), max_length=self.max_length)
+                   for p, c in zip(prompts, completions)]
+        with torch.no_grad():
+            lp = {name: run_chunked(lambda b, m=m: sequence_logprobs(m, b)[0], encoded, self.tokenizer.pad_token_id,
+                                    max_tokens=self.max_tokens)
+                  for name, m in (("policy", self.model), ("ref", self.ref))}
+        return (self.beta * (lp["policy"] - lp["ref"])).tolist()
+
+
 @dataclass(frozen=True)
 class RewardFunction:
     """A named, weighted reward function."""
@@ -127,6 +172,21 @@ class RewardFunction:
     name: str
     func: Callable[..., Sequence[float | None]]
     weight: float = 1.0
+
+
+def _implicit(spec: str) -> ImplicitReward:
+    """``implicit:MODEL_DIR,REF_DIR[,BETA]`` → :class:`ImplicitReward`."""
+    parts = spec[len("implicit:"):].split(",")
+    if len(parts) not in (2, 3):
+        raise RewardError(f"reward {spec!r}: expected implicit:MODEL_DIR,REF_DIR[,BETA]")
+    for d in parts[:2]:
+        if not (Path(d) / "config.json").is_file():
+            raise RewardError(f"reward {spec!r}: {d} is not a model directory (no config.json)")
+    try:
+        beta = float(parts[2]) if len(parts) == 3 else 0.1
+    except ValueError:
+        raise RewardError(f"reward {spec!r}: BETA {parts[2]!r} is not a number") from None
+    return ImplicitReward(parts[0], parts[1], beta=beta)
 
 
 def _from_file(path: Path, attr: str, spec: str) -> Any:
@@ -157,6 +217,8 @@ def load_reward_function(spec: str, *, weight: float = 1.0) -> RewardFunction:
         return RewardFunction(spec, exact_match, weight)
     if spec.startswith("regex:"):
         return RewardFunction(spec, regex_reward(spec[len("regex:"):]), weight)
+    if spec.startswith("implicit:"):
+        return RewardFunction(spec, _implicit(spec), weight)
     if Path(spec).is_dir():
         if not (Path(spec) / "config.json").is_file():
             raise RewardError(f"reward {spec!r} is a directory but not a model directory (no config.json)")

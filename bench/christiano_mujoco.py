@@ -1,0 +1,375 @@
+"""Benchmark: Christiano et al. (2017) on MuJoCo, the PPO loop from 350, 700 and 1,400 labels vs PPO on the true reward.
+
+For HalfCheetah-v5 and Hopper-v5, each label budget and each seed it trains the preference loop
+(:func:`rlhfkit.control.train`, oracle teacher) and, per env and seed, PPO on the true reward with
+the same PPO settings and step budget (:func:`rlhfkit.control.train_baseline`). It prints labels,
+env steps, the mean true return of the final policy (10 deterministic evaluation episodes), wall
+seconds and env steps per wall second of every run; then, per env and label count, the mean true
+return over seeds, the true-reward PPO mean and their ratio, with PASS/FAIL for the issue-15 target
+(ratio >= 0.95 with 700 labels on both envs). The paper: 700 labels "nearly match" RL on the true
+reward and 1,400 slightly beat it.
+
+The ratio is ``mean return from preferences / mean return of true-reward PPO`` (means over seeds).
+HalfCheetah and Hopper returns are positive once PPO has learned anything; when the true-reward
+mean is <= 0 (a budget too small to learn) a ratio reads backwards, so the difference
+``preferences - true reward`` is printed instead and the target counts as FAIL.
+
+Settings from Christiano et al. 2017 (§2.2 and Appendix A.1, the simulated robotics tasks):
+
+- trajectory fragments of 1.5 s of simulated time: ``round(1.5 / env.unwrapped.dt)`` steps,
+  HalfCheetah 0.05 s → 30 steps, Hopper 0.008 s → 188 steps (the paper quotes 15-60 steps for its
+  tasks; the loop accepts fragments up to PPO's ``n_steps`` = 512 per env, so both fit; a longer
+  one would be cut to ``n_steps`` with a note);
+- 25% of the labels asked on rollouts of the initial (random) policy before any policy training
+  (``initial_label_frac=0.25``);
+- the label rate after that ∝ T₀ / (T + T₀) in env steps T (``label_decay_steps`` = T₀);
+- an ensemble of 3 reward predictors (two hidden layers of 64, leaky ReLU), each on a bootstrap
+  resample of the labels, their outputs normalised and averaged;
+- queries picked by ensemble disagreement (variance of P[σ¹ ≻ σ²] across members) among 10× as
+  many random candidate pairs (``query_selection="disagreement"``, ``oversample=10``);
+- the Bradley-Terry likelihood with a 10% noise floor, P = 0.9·σ(ΔR̂) + 0.05 (``reward.epsilon=0.1``);
+- no early termination (§3.1): Hopper runs fixed 1,000-step episodes (its preset ``horizon``;
+  after a fall it sits in an absorbing state with reward 0); HalfCheetah never terminates;
+- a synthetic oracle teacher that prefers the fragment with the larger true return.
+
+What differs from the paper (the paper's TRPO settings, T₀ and validation split below are quoted from
+memory of Appendix A.1 and not yet checked against its text):
+
+- the learner is PPO (the library's PPO loop; the paper used TRPO on MuJoCo), with the preset's
+  settings: 4 envs × 512 steps, 10 epochs, lr 3e-4, γ 0.99, λ 0.95, no entropy bonus (the paper's
+  TRPO: γ 0.995, λ 0.97, entropy bonus 0.01);
+- the step budget (below) is far smaller than the paper's, and T₀ scales with it: the library's
+  default T₀ = budget / 4 (the paper's 2·10⁶ steps would keep the rate almost flat over 500k
+  steps; ``--set label_decay_steps=2000000`` uses it anyway);
+- labels are asked once per PPO iteration (2,048 env steps) on that iteration's rollout, and the
+  reward ensemble is refitted after each session with a 20% validation split and early stopping,
+  fixed weight decay 1e-4; the paper trained the predictor asynchronously, held out 1/e of the
+  labels and tuned the L2 weight to keep validation loss at 1.1-1.5× training loss.
+
+Budget: ``--steps`` 500,000 env steps per run by default (PPO on the true reward is still rising
+there on both tasks; the usual PPO MuJoCo budget is 1M). Measured here, one torch thread, under
+``nice -n 19`` on 2 busy cores: about 1,200 env steps/s of training for either env and either
+loop (HalfCheetah 1,236 true-reward / 1,241 preferences; Hopper 1,202), so a run's env stepping
+and PPO take about 7 min plus 3-5 s of evaluation. The refits add the rest and grow with the labels
+held: one 50-epoch-capped fit of 1,400 labels took 4 s on HalfCheetah (30-step fragments) and 31 s
+on Hopper (188-step fragments), and the loop refits after each of its 243 sessions (one per PPO
+iteration after the first). Estimated wall time per seed: HalfCheetah ~50-60 min (4 runs), Hopper
+~2 h 20 min (the 1,400-label run alone ~1 h 15 min); all 24 runs ~10 h in one process, ~5 h in two
+(one core each, e.g. ``--envs Hopper-v5 --seeds 0,1`` beside ``--envs Hopper-v5 --seeds 2`` followed
+by ``--envs HalfCheetah-v5``). Every row is appended to ``OUT/results.jsonl`` as it finishes, and
+``--report`` reads that file and prints the combined summary and curves without training.
+
+    .venv/bin/python bench/christiano_mujoco.py                                # everything, 3 seeds
+    .venv/bin/python bench/christiano_mujoco.py --envs Hopper-v5 --seeds 0     # one slice
+    .venv/bin/python bench/christiano_mujoco.py --report                       # summary of what ran
+    .venv/bin/python bench/christiano_mujoco.py --envs HalfCheetah-v5 --labels 20 --seeds 0 --steps 4096  # smoke
+
+Outputs under ``--out`` (default bench/out/christiano_mujoco): one run directory per run
+(config.json, metrics.jsonl, summary.json, checkpoint, and curve.png of each preference run next
+to its true-reward run), ``results.jsonl`` (all rows, appended), ``curves-ENV-STEPS.png`` (true
+return of the training rollouts vs env steps, mean over seeds per label count and of true-reward
+PPO, labels used on a second axis) and ``report.txt`` (the last summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlhfkit.control import make_config, make_env, train, train_baseline
+from rlhfkit.control.checkpoint import RunDir
+from rlhfkit.control.config import TrainConfig, apply_overrides
+from rlhfkit.control.plots import plot_learning_curve
+
+HERE = Path(__file__).resolve().parent
+ENVS = ["HalfCheetah-v5", "Hopper-v5"]
+LABELS = [350, 700, 1400]
+STEPS = 500_000
+FRAGMENT_SECONDS = 1.5
+TARGET_LABELS, TARGET_RATIO = 700, 0.95
+PREF, BASE = "preferences", "PPO true reward"
+# --set keys that change the learner itself, so the true-reward baseline takes them too
+LEARNER_KEYS = ("ppo.", "horizon=")
+
+
+def fragment_steps(env_id: str, n_steps: int) -> tuple[int, str]:
+    """Steps in 1.5 s of simulated time (``env.unwrapped.dt``), capped by PPO's ``n_steps``; and a note if capped."""
+    env = make_env(env_id)
+    dt = float(env.unwrapped.dt)
+    env.close()
+    k = max(1, round(FRAGMENT_SECONDS / dt))
+    if k > n_steps:
+        return n_steps, (f"{env_id}: 1.5 s is {k} steps (dt {dt} s), longer than n_steps={n_steps}: "
+                         f"fragments of {n_steps}")
+    return k, ""
+
+
+def base_config(env_id: str, steps: int, seed: int, sets: list[str]) -> TrainConfig:
+    """The preset with the paper's settings pinned (module docstring) and ``--set`` overrides."""
+    cfg = make_config(env_id, total_steps=steps, seed=seed, teacher="oracle", initial_label_frac=0.25,
+                      query_selection="disagreement", oversample=10)
+    cfg = apply_overrides(cfg, ["reward.ensemble_size=3", "reward.epsilon=0.1"])
+    return apply_overrides(cfg, list(sets))
+
+
+def _progress(name: str, total: int):
+    mark = {"next": 0.25}
+
+    def cb(rec: dict) -> None:
+        if rec.get("env_steps", 0) >= mark["next"] * total:
+            tr = rec.get("true_return")
+            print(f"  … {name}: {rec['env_steps']:>8} steps, {rec.get('labels', 0):>4} labels, rollout true return "
+                  f"{'-' if tr is None else f'{tr:.0f}'}, {rec.get('wall_s', 0):.0f} s", flush=True)
+            while mark["next"] * total <= rec.get("env_steps", 0):
+                mark["next"] += 0.25
+    return cb
+
+
+def run_pref(env_id: str, labels: int, seed: int, args: argparse.Namespace) -> dict:
+    cfg = base_config(env_id, args.steps, seed, args.sets)
+    frag, note = fragment_steps(env_id, cfg.ppo.n_steps)
+    if note:
+        print(note, flush=True)
+    if not any(s.startswith("fragment_length=") for s in args.sets):
+        cfg = apply_overrides(cfg, [f"fragment_length={frag}"])
+    cfg = apply_overrides(cfg, [f"total_labels={labels}"])
+    out = args.out / f"{env_id}-{args.steps}-pref{labels}{args.tag}-s{seed}"
+    t = time.perf_counter()
+    r = train(cfg, str(out), on_iteration=_progress(out.name, cfg.steps_run))
+    wall = time.perf_counter() - t
+    return _row(PREF, cfg, r, wall, out, args.tag, args.sets)
+
+
+def run_base(env_id: str, seed: int, args: argparse.Namespace) -> dict:
+    sets = [s for s in args.sets if s.startswith(LEARNER_KEYS)]
+    tag = args.tag if sets else ""
+    cfg = base_config(env_id, args.steps, seed, sets)
+    out = args.out / f"{env_id}-{args.steps}-ppo-true{tag}-s{seed}"
+    t = time.perf_counter()
+    r = train_baseline(cfg, str(out), on_iteration=_progress(out.name, cfg.steps_run))
+    wall = time.perf_counter() - t
+    return _row(BASE, cfg, r, wall, out, tag, sets)
+
+
+def _row(who: str, cfg: TrainConfig, r, wall: float, out: Path, tag: str, sets: list[str]) -> dict:
+    return {"who": who, "env": cfg.env_id, "seed": cfg.seed, "steps": cfg.total_steps, "tag": tag,
+            "labels": r.labels, "label_budget": cfg.total_labels if who == PREF else 0,
+            "fragment_length": cfg.fragment_length if who == PREF else None, "env_steps": r.env_steps,
+            "mean_true_return": r.mean_return, "std_true_return": float(np.std(r.eval_returns)),
+            "wall_s": wall, "steps_per_s": r.env_steps / wall, "run_dir": str(out.resolve()), "sets": list(sets),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+HEADER = (f"{'who':<16} {'env':<15} {'steps':>7} {'seed':>4} {'labels':>6} {'frag':>4} {'env steps':>9} "
+          f"{'true return':>11} {'wall s':>7} {'steps/s':>7}")
+
+
+def fmt_row(r: dict) -> str:
+    who = r["who"] + (r["tag"] or "")
+    frag = r.get("fragment_length") or "-"
+    return (f"{who:<16} {r['env']:<15} {r['steps']:>7} {r['seed']:>4} {r['labels']:>6} {frag:>4} {r['env_steps']:>9} "
+            f"{r['mean_true_return']:>11.1f} {r['wall_s']:>7.0f} {r['steps_per_s']:>7.0f}")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of ``results.jsonl``; a rerun of the same (who, env, steps, tag, label budget, seed) replaces the
+    older row."""
+    if not path.is_file():
+        return []
+    latest: dict[tuple, dict] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            latest[(r["who"], r["env"], r["steps"], r["tag"], r["label_budget"], r["seed"])] = r
+    return list(latest.values())
+
+
+def _mean(rows: list[dict], key: str = "mean_true_return") -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """The per-env, per-label-count summary and the verdict on the 700-label target."""
+    lines = ["", "per-run rows", HEADER]
+    order = sorted(rows, key=lambda r: (r["env"], r["steps"], r["tag"], r["who"] != BASE, r["label_budget"], r["seed"]))
+    lines += [fmt_row(r) for r in order]
+    lines += ["", "summary (means over seeds; ratio = preferences / true-reward PPO)"]
+    verdicts: dict[str, str] = {}
+    groups = dict.fromkeys((r["env"], r["steps"], r["tag"]) for r in rows if r["who"] == PREF)
+    for env, steps, tag in groups:
+        base = [r for r in rows if r["who"] == BASE and r["env"] == env and r["steps"] == steps and r["tag"] == tag]
+        if not base and tag:
+            base = [r for r in rows if r["who"] == BASE and r["env"] == env and r["steps"] == steps and not r["tag"]]
+        b = _mean(base) if base else None
+        title = f"{env}, {steps:,} env steps" + (f", {tag}" if tag else "")
+        lines.append(title + (f": true-reward PPO {b:.1f} over {len(base)} seed(s), "
+                              f"{_mean(base, 'steps_per_s'):.0f} steps/s" if base else ": no true-reward PPO rows"))
+        for n in sorted({r["label_budget"] for r in rows if r["who"] == PREF and (r["env"], r["steps"], r["tag"]) ==
+                         (env, steps, tag)}):
+            ours = [r for r in rows if r["who"] == PREF and (r["env"], r["steps"], r["tag"], r["label_budget"]) ==
+                    (env, steps, tag, n)]
+            o = _mean(ours)
+            sd = float(np.std([r["mean_true_return"] for r in ours]))
+            text = f"  {n:>5} labels: {o:8.1f} ± {sd:6.1f} over {len(ours)} seed(s)"
+            if b is None:
+                verdict = "no baseline"
+            elif b > 0:
+                ratio = o / b
+                text += f"   vs {b:8.1f}   ratio {ratio:.3f}"
+                verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
+            else:  # a ratio of non-positive returns reads backwards: give the difference
+                text += f"   vs {b:8.1f}   difference {o - b:+.1f} (true-reward mean <= 0: no ratio)"
+                verdict = "FAIL"
+            text += f"   {_mean(ours, 'steps_per_s'):.0f} steps/s"
+            if n == TARGET_LABELS:
+                text += f"   target ratio >= {TARGET_RATIO}: {verdict}"
+                verdicts[f"{env} ({steps:,} steps{', ' + tag if tag else ''})"] = verdict
+            lines.append(text)
+    if verdicts:
+        missing = [e for e in ENVS if not any(k.startswith(e + " ") for k in verdicts)]
+        ok = all(v == "PASS" for v in verdicts.values()) and not missing
+        lines.append("")
+        lines.append(f"target ({TARGET_LABELS} labels, ratio >= {TARGET_RATIO} on both envs): "
+                     + ("PASS" if ok else "FAIL") + "   ("
+                     + "; ".join(f"{k}: {v}" for k, v in verdicts.items())
+                     + (f"; not run: {', '.join(missing)}" if missing else "") + ")")
+    return lines
+
+
+def _curve(run_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(env steps, true return of the training rollouts, labels used) of one run, from its metrics.jsonl."""
+    recs = RunDir(run_dir).read_metrics()
+    steps = np.array([r["env_steps"] for r in recs], dtype=float)
+    ret = np.array([np.nan if r.get("true_return") is None else r["true_return"] for r in recs], dtype=float)
+    labels = np.array([r.get("labels", 0) for r in recs], dtype=float)
+    return steps, ret, labels
+
+
+def _mean_curve(run_dirs: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over runs on the union of their env-step grids (each run interpolated over its own finite points)."""
+    curves = [c for c in (_curve(d) for d in run_dirs) if len(c[0])]
+    if not curves:
+        return (np.array([]),) * 4
+    grid = np.unique(np.concatenate([c[0] for c in curves]))
+    ys, ls = [], []
+    for s, y, lab in curves:
+        ok = np.isfinite(y)
+        ys.append(np.interp(grid, s[ok], y[ok], left=np.nan, right=np.nan) if ok.any() else np.full(len(grid), np.nan))
+        ls.append(np.interp(grid, s, lab))
+    ys_a = np.array(ys)
+    with warnings.catch_warnings():  # all-NaN columns (no episode finished yet) stay NaN quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return grid, np.nanmean(ys_a, 0), np.nanstd(ys_a, 0), np.mean(ls, 0)
+
+
+def plot_curves(rows: list[dict], out: Path) -> list[Path]:
+    """One PNG per (env, budget, tag): mean true return vs env steps per label count and of true-reward PPO."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for env, steps, tag in dict.fromkeys((r["env"], r["steps"], r["tag"]) for r in rows if r["who"] == PREF):
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        ax2 = ax.twinx()
+        pref = [r for r in rows if r["who"] == PREF and (r["env"], r["steps"], r["tag"]) == (env, steps, tag)]
+        base = [r for r in rows
+                if r["who"] == BASE and r["env"] == env and r["steps"] == steps and r["tag"] in (tag, "")]
+        if tag and any(r["tag"] == tag for r in base):
+            base = [r for r in base if r["tag"] == tag]
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, n in enumerate(sorted({r["label_budget"] for r in pref})):
+            dirs = [r["run_dir"] for r in pref if r["label_budget"] == n and Path(r["run_dir"]).is_dir()]
+            x, y, sd, lab = _mean_curve(dirs)
+            if not len(x):
+                continue
+            c = colors[i % len(colors)]
+            ax.plot(x, y, color=c, marker="." if len(x) < 20 else None, label=f"{n} labels ({len(dirs)} seed(s))")
+            ax.fill_between(x, y - sd, y + sd, color=c, alpha=0.12)
+            ax2.step(x, lab, where="post", color=c, linestyle=":", alpha=0.7)
+        dirs = [r["run_dir"] for r in base if Path(r["run_dir"]).is_dir()]
+        x, y, sd, _ = _mean_curve(dirs)
+        if len(x):
+            ax.plot(x, y, color="black", linestyle="--", marker="." if len(x) < 20 else None,
+                    label=f"PPO on the true reward ({len(dirs)} seed(s))")
+            ax.fill_between(x, y - sd, y + sd, color="gray", alpha=0.12)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("mean true episode return (training rollouts)")
+        ax2.set_ylabel("labels used (dotted)")
+        ax2.set_ylim(bottom=0)
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_title(f"{env}: Christiano et al. 2017 with PPO, oracle labels vs true reward, {steps:,} env steps"
+                     + (f" {tag}" if tag else "") + "\nmean ± std over seeds", fontsize=10)
+        fig.tight_layout()
+        png = out / f"curves-{env}-{steps}{tag}.png"
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        written.append(png)
+    return written
+
+
+def report(out: Path) -> None:
+    rows = read_rows(out / "results.jsonl")
+    if not rows:
+        print(f"no rows in {out / 'results.jsonl'}")
+        return
+    lines = summary(rows)
+    print("\n".join(lines), flush=True)
+    (out / "report.txt").write_text("\n".join(lines).lstrip("\n") + "\n")
+    for png in plot_curves(rows, out):
+        print(f"learning curves: {png}")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--envs", nargs="+", default=ENVS)
+    ap.add_argument("--labels", type=_ints, default=LABELS, help="comma-separated label budgets (default 350,700,1400)")
+    ap.add_argument("--seeds", type=_ints, default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=STEPS, help=f"env steps per run (default {STEPS:,})")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the true-reward PPO baseline")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="a config override KEY=VALUE "
+                    "(repeatable), e.g. label_decay_steps=2000000; ppo.* and horizon also go to the baseline")
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "christiano_mujoco")
+    ap.add_argument("--tag", default="", help="suffix of the rows' name and run directories (for --set variants)")
+    ap.add_argument("--report", action="store_true", help="only read OUT/results.jsonl and print the summary")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        report(args.out)
+        return
+    torch.set_num_threads(1)
+    log = args.out / "results.jsonl"
+    print(HEADER, flush=True)
+
+    def keep(r: dict) -> None:
+        with log.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+        print(fmt_row(r), flush=True)
+
+    for env in args.envs:
+        for seed in args.seeds:
+            base = None
+            if not args.no_baseline:
+                base = run_base(env, seed, args)
+                keep(base)
+            for n in args.labels:
+                r = run_pref(env, n, seed, args)
+                keep(r)
+                if base is not None:
+                    plot_learning_curve(r["run_dir"], Path(r["run_dir"]) / "curve.png", baseline=base["run_dir"])
+    report(args.out)
+
+
+if __name__ == "__main__":
+    main()
