@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from rlhfkit.control.config import PebbleConfig, apply_overrides, config_from_dict, make_config
 from rlhfkit.control.pebble import feedback_schedule, train_pebble
@@ -112,6 +113,26 @@ def test_updates_per_step_sets_the_update_to_data_ratio(tmp_path, monkeypatch):
     train_pebble(config, str(tmp_path / "run"))
     # updates from the first step after the 500 seed steps to the end: 1,500 transitions at ratio ½
     assert len(counts) == 750
+
+
+def test_sac_baseline_learns_from_the_true_reward_at_every_update(tmp_path, monkeypatch):
+    """The true-reward baseline updates SAC on every step after the seed steps, on the env's reward,
+    never on the state-entropy reward (a regression: it once stopped after the pre-training window)."""
+    from rlhfkit.control.pebble import train_sac_baseline
+    from rlhfkit.control.sac import SACAgent
+
+    seen = []
+    original = SACAgent.update
+
+    def spy(self, batch, rewards=None):
+        seen.append((rewards is None, bool(torch.equal(batch["rewards"], batch["true_rewards"]))))
+        return original(self, batch, rewards)
+
+    monkeypatch.setattr(SACAgent, "update", spy)
+    config = replace(_small(), total_steps=2000)  # 500 seed steps; PEBBLE's pre-training would end at 1,100
+    result = train_sac_baseline(config, str(tmp_path / "run"))
+    assert len(seen) == 1500 and all(own and true for own, true in seen)
+    assert result.labels == 0
 
 
 def test_qpa_and_surf_options_are_reachable_and_checked():

@@ -129,7 +129,9 @@ def train_pebble(config: TrainConfig, out: str, *, resume: bool = False, teacher
     buffer = ReplayBuffer(min(sc.buffer_size, config.steps_run), N, obs_dim, act_dim)
     entropy_reward = StateEntropyReward(pb.knn_k)
     gen = torch.Generator().manual_seed(config.seed + 17)
-    progress, labels, reset_seeds = PebbleProgress(true_reward=true_reward), Labels([], []), env_seeds(config.seed, N)
+    # with the true reward there is nothing to fit: SAC learns from it from the first update (no pre-training)
+    progress = PebbleProgress(true_reward=true_reward, fitted=true_reward)
+    labels, reset_seeds = Labels([], []), env_seeds(config.seed, N)
     parts = {"agent": agent, "model": model, "buffer": buffer, "entropy": entropy_reward}
     if resume:
         progress, state = load_pebble_checkpoint(run, **parts, rng=rng, generator=gen)
