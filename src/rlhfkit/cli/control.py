@@ -79,7 +79,7 @@ def _summary(result, title: str, baseline_path: Optional[Path] = None) -> None:
     console.print(table)
     if baseline_path is not None and (baseline_path / "summary.json").is_file():
         b = json.loads((baseline_path / "summary.json").read_text())
-        _say(f"true-reward PPO baseline ({baseline_path}): mean true return {b['mean_true_return']:.1f}")
+        _say(f"true-reward baseline ({baseline_path}): mean true return {b['mean_true_return']:.1f}")
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
