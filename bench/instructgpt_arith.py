@@ -158,16 +158,28 @@ def run_ppo(name: str, out: Path, rewards: list, *, model_dir: Path, train: list
     return record
 
 
+def ppo_recipe(a: argparse.Namespace, *, budget: float, seed_offset: int = 0, **settings):
+    """The benchmark's PPO recipe from the command line: ``(TrainArgs, PPOSettings)`` for a run of ``budget``
+    training seconds; ``settings`` override ``PPOSettings`` fields (``beta``, ``kl_target``, ``ptx_coef``)."""
+    from rlhfkit.language.ppo import PPOSettings
+    from rlhfkit.language.train import TrainArgs
+
+    args = TrainArgs(lr=a.lr, max_steps=10**9, schedule="constant", warmup_ratio=0.0, max_length=32,
+                     seed=a.seed + seed_offset)
+    base = {"beta": a.beta, "kl_target": a.kl_target, "ptx_batch_size": a.ptx_batch_size, **settings}
+    return args, PPOSettings(prompts_per_step=a.prompts_per_step, num_generations=a.generations,
+                             ppo_epochs=a.ppo_epochs, mini_batches=a.mini_batches, max_new_tokens=5,
+                             kl_horizon=a.kl_horizon, eval_every_s=a.eval_every, max_train_s=budget, **base)
+
+
 def ppo_run(a: argparse.Namespace, name: str, *, reward: str, beta: float, kl_target: float | None,
             budget: float, gold_watch: bool = True, ptx_coef: float = 0.0) -> dict:
     _setup(a.threads)
     from rlhfkit.language.data import SFTExample
     from rlhfkit.language.models import load_tokenizer
     from rlhfkit.language.online import evaluate_greedy
-    from rlhfkit.language.ppo import PPOSettings
     from rlhfkit.language.prompts import load_prompts
     from rlhfkit.language.rewards import RewardFunction
-    from rlhfkit.language.train import TrainArgs
 
     out = Path(a.out)
     tok = load_tokenizer(ARITH / "sft")
@@ -181,11 +193,7 @@ def ppo_run(a: argparse.Namespace, name: str, *, reward: str, beta: float, kl_ta
         return {"eval/accuracy": evaluate_greedy(m, tok, held, [gold], max_new_tokens=5)["eval/reward"],
                 "eval/sft_nll": text_nll(m, tok, held_text)}
 
-    args = TrainArgs(lr=a.lr, max_steps=10**9, schedule="constant", warmup_ratio=0.0, max_length=32, seed=a.seed)
-    settings = PPOSettings(prompts_per_step=a.prompts_per_step, num_generations=a.generations, ppo_epochs=a.ppo_epochs,
-                           mini_batches=a.mini_batches, max_new_tokens=5, beta=beta, kl_target=kl_target,
-                           kl_horizon=a.kl_horizon, eval_every_s=a.eval_every, max_train_s=budget, ptx_coef=ptx_coef,
-                           ptx_batch_size=a.ptx_batch_size)
+    args, settings = ppo_recipe(a, budget=budget, beta=beta, kl_target=kl_target, ptx_coef=ptx_coef)
     record = run_ppo(name, out, rewards, model_dir=ARITH / "sft", train=train, held=held, evaluate=evaluate, args=args,
                      settings=settings, gold=[gold] if gold_watch and reward != "gold" else [], ptx=ptx)
     record.update(reward=reward, beta=beta, kl_target=kl_target, ptx_coef=ptx_coef)
@@ -286,7 +294,7 @@ def online(a: argparse.Namespace) -> None:
     from rlhfkit.language.data import train_val_split
     from rlhfkit.language.models import load_causal_lm, load_reward_model, load_tokenizer, save_model
     from rlhfkit.language.online import evaluate_greedy
-    from rlhfkit.language.ppo import PPOSettings, train_ppo
+    from rlhfkit.language.ppo import train_ppo
     from rlhfkit.language.prompts import load_prompts
     from rlhfkit.language.reward import train_reward_model
     from rlhfkit.language.rewards import RewardFunction, load_reward_function
@@ -316,12 +324,7 @@ def online(a: argparse.Namespace) -> None:
         if r > 0:
             clock += label_s
         share = max(0.0, (a.budget - clock) / (a.rounds - r))
-        args = TrainArgs(lr=a.lr, max_steps=10**9, schedule="constant", warmup_ratio=0.0, max_length=32,
-                         seed=a.seed + r)
-        settings = PPOSettings(prompts_per_step=a.prompts_per_step, num_generations=a.generations,
-                               ppo_epochs=a.ppo_epochs, mini_batches=a.mini_batches, max_new_tokens=5, beta=a.beta,
-                               kl_target=a.kl_target, kl_horizon=a.kl_horizon, eval_every_s=a.eval_every,
-                               max_train_s=share)
+        args, settings = ppo_recipe(a, budget=share, seed_offset=r)
         evaluate = lambda m: {"eval/accuracy": evaluate_greedy(m, tok, held, [gold], max_new_tokens=5)["eval/reward"]}  # noqa: E731
         res = train_ppo(policy, tok, train, [load_reward_function(str(run / f"rm{r}"))], args, settings,
                         ref_model=ref, gold=[gold], evaluate=evaluate, out=run / f"ppo{r}")
@@ -493,10 +496,8 @@ def ptxrun(a: argparse.Namespace) -> None:
     from rlhfkit.language.data import SFTExample
     from rlhfkit.language.models import load_tokenizer
     from rlhfkit.language.online import evaluate_greedy
-    from rlhfkit.language.ppo import PPOSettings
     from rlhfkit.language.prompts import load_prompts
     from rlhfkit.language.rewards import RewardFunction
-    from rlhfkit.language.train import TrainArgs
 
     tok = load_tokenizer(PTX / "sft")
     train, held = load_prompts(ARITH / "train.jsonl").examples, load_prompts(ARITH / "eval.jsonl").examples
@@ -510,11 +511,7 @@ def ptxrun(a: argparse.Namespace) -> None:
 
     coefs = [] if a.arms == "report" else [float(x) for x in a.arms.split(",")]
     for g in coefs:
-        args = TrainArgs(lr=a.lr, max_steps=10**9, schedule="constant", warmup_ratio=0.0, max_length=32, seed=a.seed)
-        settings = PPOSettings(prompts_per_step=a.prompts_per_step, num_generations=a.generations,
-                               ppo_epochs=a.ppo_epochs, mini_batches=a.mini_batches, max_new_tokens=5, beta=a.beta,
-                               kl_target=a.kl_target, kl_horizon=a.kl_horizon, eval_every_s=a.eval_every,
-                               max_train_s=a.overopt_budget, ptx_coef=g, ptx_batch_size=a.ptx_batch_size)
+        args, settings = ppo_recipe(a, budget=a.overopt_budget, ptx_coef=g)
         r = run_ppo(f"ptxmix_{g:g}", PTX, [gold], model_dir=PTX / "sft", train=train, held=held, evaluate=evaluate,
                     args=args, settings=settings, ptx=ptx_data if g > 0 else [])
         c = r["curve"]
