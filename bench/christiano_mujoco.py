@@ -41,8 +41,9 @@ memory of Appendix A.1 and not yet checked against its text):
 - the step budget (below) is far smaller than the paper's, and T₀ scales with it: the library's
   default T₀ = budget / 4 (the paper's 2·10⁶ steps would keep the rate almost flat over 500k
   steps; ``--set label_decay_steps=2000000`` uses it anyway);
-- labels are asked once per PPO iteration (2,048 env steps) on that iteration's rollout, and the
-  reward ensemble is refitted after each session with a 20% validation split and early stopping,
+- labels are asked every ``LABEL_EVERY`` = 8 PPO iterations (16,384 env steps; ``--set label_every=1``
+  for every iteration) on that iteration's rollout, the decaying schedule's labels of the block at once,
+  and the reward ensemble is refitted after each session with a 20% validation split and early stopping,
   fixed weight decay 1e-4; the paper trained the predictor asynchronously, held out 1/e of the
   labels and tuned the L2 weight to keep validation loss at 1.1-1.5× training loss.
 
@@ -52,8 +53,8 @@ there on both tasks; the usual PPO MuJoCo budget is 1M). Measured here, one torc
 loop (HalfCheetah 1,236 true-reward / 1,241 preferences; Hopper 1,202), so a run's env stepping
 and PPO take about 7 min plus 3-5 s of evaluation. The refits add the rest and grow with the labels
 held: one 50-epoch-capped fit of 1,400 labels took 4 s on HalfCheetah (30-step fragments) and 31 s
-on Hopper (188-step fragments), and the loop refits after each of its 243 sessions (one per PPO
-iteration after the first). Estimated wall time per seed: HalfCheetah ~50-60 min (4 runs), Hopper
+on Hopper (188-step fragments); with a session every PPO iteration that was 243 refits per run, hence
+``label_every`` = 8 (31 refits; the estimates that follow were made for one session per iteration). Estimated wall time per seed: HalfCheetah ~50-60 min (4 runs), Hopper
 ~2 h 20 min (the 1,400-label run alone ~1 h 15 min); all 24 runs ~10 h in one process, ~5 h in two
 (one core each, e.g. ``--envs Hopper-v5 --seeds 0,1`` beside ``--envs Hopper-v5 --seeds 2`` followed
 by ``--envs HalfCheetah-v5``). Every row is appended to ``OUT/results.jsonl`` as it finishes, and
@@ -98,6 +99,10 @@ PREF, BASE = "preferences", "PPO true reward"
 LEARNER_KEYS = ("ppo.", "horizon=")
 
 
+LABEL_EVERY = 8
+"""PPO iterations between labelling sessions (``TrainConfig.label_every``)."""
+
+
 def fragment_steps(env_id: str, n_steps: int) -> tuple[int, str]:
     """Steps in 1.5 s of simulated time (``env.unwrapped.dt``), capped by PPO's ``n_steps``; and a note if capped."""
     env = make_env(env_id)
@@ -113,7 +118,7 @@ def fragment_steps(env_id: str, n_steps: int) -> tuple[int, str]:
 def base_config(env_id: str, steps: int, seed: int, sets: list[str]) -> TrainConfig:
     """The preset with the paper's settings pinned (module docstring) and ``--set`` overrides."""
     cfg = make_config(env_id, total_steps=steps, seed=seed, teacher="oracle", initial_label_frac=0.25,
-                      query_selection="disagreement", oversample=10)
+                      query_selection="disagreement", oversample=10, label_every=LABEL_EVERY)
     cfg = apply_overrides(cfg, ["reward.ensemble_size=3", "reward.epsilon=0.1"])
     return apply_overrides(cfg, list(sets))
 

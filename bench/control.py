@@ -11,6 +11,7 @@ never enters the project's environment). Runs are sequential, so both share the 
     .venv/bin/python bench/control.py                       # everything, 3 seeds
     .venv/bin/python bench/control.py --envs Pendulum-v1 --seeds 0 --no-peer
     .venv/bin/python bench/control.py --algos pebble --envs Pendulum-v1   # PEBBLE (SAC) and true-reward SAC
+    .venv/bin/python bench/control.py --envs rlhfkit/CartPoleCos-v0 --labels 30 --steps 196608 --tag=-30
 
 ``--algos ppo,pebble`` picks the learners: PPO (Christiano et al. 2017) and PEBBLE (Lee et al. 2021),
 each next to its own learner on the true reward (PPO or SAC) at the same step budget.
@@ -51,8 +52,11 @@ def run_ours(env: str, seed: int, out: Path, algo: str = "ppo", sets: list[str] 
             "mean_true_return": r.mean_return, "wall_s": wall, "steps_per_s": r.env_steps / wall}
 
 
-def run_baseline(env: str, seed: int, out: Path, algo: str = "ppo") -> dict:
+def run_baseline(env: str, seed: int, out: Path, algo: str = "ppo", sets: list[str] = ()) -> dict:
+    """The true-reward learner; of ``sets`` only the learner's own settings (``ppo.*``, ``sac.*``, ``horizon``)
+    apply, so that it trains like the preference run it is compared with."""
     cfg = make_config(env, algo=algo, total_steps=STEPS.get(env, 50_000), seed=seed)
+    cfg = apply_overrides(cfg, [x for x in sets if x.startswith(("ppo.", "sac.", "horizon="))])
     t = time.perf_counter()
     r = train_baseline(cfg, str(out / f"{env.replace('/', '_')}-{algo}-baseline-s{seed}"))
     wall = time.perf_counter() - t
@@ -91,7 +95,16 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="a config override KEY=VALUE for our "
                     "learners (repeatable), e.g. pebble.qpa=true")
     ap.add_argument("--tag", default="", help="suffix of our rows' name and run directories (for --set variants)")
+    ap.add_argument("--labels", type=int, default=None, help="label budget for every env (default: per env, "
+                    f"{LABELS})")
+    ap.add_argument("--steps", type=int, default=None, help="env-step budget of every run, baselines included "
+                    f"(default: per env, {STEPS})")
     args = ap.parse_args()
+    for env in args.envs:
+        if args.labels is not None:
+            LABELS[env] = args.labels
+        if args.steps is not None:
+            STEPS[env] = args.steps
     algos = [a for a in args.algos.split(",") if a]
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +126,7 @@ def main() -> None:
                     continue  # discrete actions: SAC here is continuous; CartPoleCos stays with PPO
                 show(run_ours(env, seed, args.out, algo, args.sets, args.tag))
                 if not args.no_baseline:
-                    show(run_baseline(env, seed, args.out, algo))
+                    show(run_baseline(env, seed, args.out, algo, args.sets))
             if env == "Pendulum-v1" and not args.no_peer:
                 show(run_imitation(seed, args.out))
     print("\nsummary (mean over seeds)")

@@ -137,6 +137,8 @@ def race(a: argparse.Namespace) -> None:
     from rlhfkit.language.train import TrainArgs
 
     out = Path(a.out)
+    if a.only == "report" and a.seeds:
+        return _report_seeds(out, a)
     tok = load_tokenizer(out / "sft")
     train, held = load_prompts(out / "train.jsonl").examples, load_prompts(out / "eval.jsonl").examples
     score = RewardFunction("holistic", holistic)
@@ -149,13 +151,14 @@ def race(a: argparse.Namespace) -> None:
                            mini_batches=1, max_new_tokens=MAX_NEW, beta=a.beta, eval_every=a.eval_every)
     runs = {}
     for name in ("holistic", "fine-grained"):
+        run_name = _run_name(name, a.seed)
         if a.only is not None and a.only != name:
-            record = out / "runs" / name / "record.json"
+            record = out / "runs" / run_name / "record.json"
             if record.is_file():
                 runs[name] = json.loads(record.read_text())
             continue
         kw = {"segments": [RewardFunction("per_answer", per_answer)]} if name == "fine-grained" else {}
-        runs[name] = run_ppo(name, out, [] if kw else [score], model_dir=out / "sft", train=train, held=held,
+        runs[name] = run_ppo(run_name, out, [] if kw else [score], model_dir=out / "sft", train=train, held=held,
                              evaluate=evaluate, args=args, settings=settings, gold=[score] if kw else [], **kw)
         c = runs[name]["curve"]
         print(f"{name}: {c[0]['accuracy']:.3f} → {c[-1]['accuracy']:.3f} in {runs[name]['train_wall_s']:.0f} s, "
@@ -173,6 +176,45 @@ def race(a: argparse.Namespace) -> None:
     print("\n".join(lines))
     (out / "race.txt").write_text("\n".join(lines) + "\n")
     _plot(runs, out / "finegrained.png")
+
+
+def _run_name(arm: str, seed: int) -> str:
+    """Run directory of one arm: ``holistic`` / ``fine-grained`` for seed 0 (the first measured runs), else
+    ``holistic-s1`` ..."""
+    return arm if seed == 0 else f"{arm}-s{seed}"
+
+
+def _report_seeds(out: Path, a: argparse.Namespace) -> None:
+    """The race over several seeds: each arm's mean curve over the seeds whose two runs are saved, and the
+    step where the fine-grained mean first reaches the holistic mean's final accuracy."""
+    import numpy as np
+
+    seeds = [s for s in a.seeds if all((out / "runs" / _run_name(n, s) / "record.json").is_file()
+                                       for n in ("holistic", "fine-grained"))]
+    if not seeds:
+        raise SystemExit(f"no seed of {a.seeds} has both runs saved under {out / 'runs'}")
+    mean = {}
+    for n in ("holistic", "fine-grained"):
+        curves = [json.loads((out / "runs" / _run_name(n, s) / "record.json").read_text())["curve"] for s in seeds]
+        steps = [c["step"] for c in curves[0]]
+        acc = np.array([[c["accuracy"] for c in cv][:len(steps)] for cv in curves])
+        mean[n] = {"curve": [{"step": st, "accuracy": float(v)} for st, v in zip(steps, acc.mean(0))],
+                   "per_seed": acc}
+    final = mean["holistic"]["curve"][-1]["accuracy"]
+    reach = {n: next((c["step"] for c in r["curve"] if c["accuracy"] >= final), None) for n, r in mean.items()}
+    lines = [f"fine-grained vs holistic PPO, mean over seeds {','.join(map(str, seeds))}; {a.steps} steps of "
+             f"{a.prompts_per_step} prompts × {a.generations}, β {a.beta}, lr {a.lr}; per-answer greedy accuracy on "
+             "500 held-out problems",
+             *(f"{n:12s} " + "  ".join(f"{c['step']}:{c['accuracy']:.3f}" for c in r["curve"]) for n, r in mean.items()),
+             *(f"{n:12s} seed {s}: " + "  ".join(f"{v:.3f}" for v in r["per_seed"][i]) for n, r in mean.items()
+               for i, s in enumerate(seeds)),
+             *(f"{n:12s} mean reaches the holistic mean's final accuracy {final:.3f} at step {reach[n]}" for n in mean)]
+    ok = reach["fine-grained"] is not None and reach["fine-grained"] < reach["holistic"]
+    lines.append(f"{'PASS' if ok else 'FAIL'}  fine-grained reaches the holistic run's final accuracy in fewer steps "
+                 f"({len(seeds)} seeds)")
+    print("\n".join(lines))
+    (out / "race_seeds.txt").write_text("\n".join(lines) + "\n")
+    _plot(mean, out / "finegrained_seeds.png")
 
 
 def _plot(runs: dict, path: Path) -> None:
@@ -211,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="run one arm (two processes side by side), or only report the saved runs")
     p.add_argument("--beta", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=None,
+                   help="race --only report: the mean over these seeds' saved runs (e.g. 0,1,2)")
     a = p.parse_args(argv)
     for fn in {"prepare": [prepare], "race": [race], "all": [prepare, race]}[a.cmd]:
         fn(a)

@@ -92,6 +92,10 @@ def pairs(a: argparse.Namespace) -> None:
     print(json.dumps(info))
 
 
+SIMPO_BETA, SIMPO_MARGIN = 2.0, 1.0
+"""SimPO's β and target margin γ for ``rm --rm-kind simpo`` (Meng et al. 2024 use β 2-2.5, γ/β ≈ 0.5)."""
+
+
 def rm(a: argparse.Namespace) -> None:
     """The reward model on the labelled pairs: a scalar head on ``--rm-init`` (default the SFT model),
     Bradley-Terry with ties as ½ (``--rm-kind scalar``), or ``--rm-kind dpo``: the backbone fitted with
@@ -110,16 +114,19 @@ def rm(a: argparse.Namespace) -> None:
     train, val = train_val_split(examples, 0.1, 0)
     args = TrainArgs(lr=a.rm_lr, epochs=a.rm_epochs, batch_size=32, max_length=32, eval_every=10, warmup_ratio=0.1,
                      seed=0)
-    if a.rm_kind == "dpo":
+    if a.rm_kind in ("dpo", "simpo"):
         from rlhfkit.language.dpo import DPOSettings, train_dpo
 
-        fitted = train_dpo(load_causal_lm(init), tok, train, val, args, DPOSettings(beta=0.1))
+        settings = (DPOSettings(beta=0.1) if a.rm_kind == "dpo"
+                    else DPOSettings(beta=SIMPO_BETA, loss_type="simpo", margin=SIMPO_MARGIN))
+        fitted = train_dpo(load_causal_lm(init), tok, train, val, args, settings)
     else:
         model = load_reward_model(init, pad_token_id=tok.pad_token_id)
         fitted = train_reward_model(model, tok, train, val, args, select=("val/loss", "min"))
     name = a.rm_name or "rm"
     save_model(fitted.model, tok, out / name)
     info = {"rm_init": str(init), "kind": a.rm_kind, "dpo_ref": str(init.resolve()) if a.rm_kind == "dpo" else None,
+            "beta": {"dpo": 0.1, "simpo": SIMPO_BETA}.get(a.rm_kind),
             "train_pairs": len(train), "val_pairs": len(val), **fitted.best, "train_s": round(fitted.wall_s, 1)}
     (out / f"{name}.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
@@ -133,6 +140,8 @@ def reward_model_function(out: Path, name: str):
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     if info.get("dpo_ref"):
         return load_reward_function(f"implicit:{out / name},{info['dpo_ref']},0.1")
+    if info.get("kind") == "simpo":
+        return load_reward_function(f"simpo:{out / name},{info['beta']}")
     return load_reward_function(str(out / name))
 
 
@@ -617,8 +626,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sft-steps", type=int, default=900, help="ptxprep: SFT steps")
     p.add_argument("--rm-init", default=None, help="rm, rmcurve: the reward model's backbone (default the SFT model; "
                    "see rmbackbone)")
-    p.add_argument("--rm-kind", choices=["scalar", "dpo"], default="scalar",
-                   help="rm: a scalar-head reward model, or a DPO-fitted model used through its implicit reward")
+    p.add_argument("--rm-kind", choices=["scalar", "dpo", "simpo"], default="scalar",
+                   help="rm: a scalar-head reward model, a DPO-fitted model used through its implicit reward, or a "
+                   "SimPO-fitted one used through its length-normalised log-likelihood (no reference)")
     p.add_argument("--rm-name", default=None, help="rm: the reward model's directory name under --out (default rm); "
                    "ppo reads it too")
     p.add_argument("--curve", default="250,500,1000,2000,4000", help="rmcurve: training-pair counts")

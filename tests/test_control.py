@@ -393,6 +393,20 @@ def test_label_schedule_is_non_increasing(total_steps, total_labels):
     assert all(a >= b for a, b in zip(schedule, schedule[1:])), schedule
 
 
+def test_label_every_asks_each_block_of_labels_at_its_first_iteration():
+    config = make_config(CARTPOLE_COS_ID, total_steps=51200, total_labels=200)
+    every = make_config(CARTPOLE_COS_ID, total_steps=51200, total_labels=200, label_every=4)
+    per_iteration, blocked = label_schedule(config, 23), label_schedule(every, 23)
+    # by hand: iterations 0-3 → 0, 4-7 → 4, ..., 20-22 → 20 (the last block is short)
+    expected = [0] * 23
+    for i, n in enumerate(per_iteration):
+        expected[4 * (i // 4)] += n
+    assert blocked == expected
+    assert sum(blocked) == 150 and all(n == 0 for i, n in enumerate(blocked) if i % 4)
+    with pytest.raises(ValueError, match="label_every"):
+        make_config(CARTPOLE_COS_ID, label_every=0).validate()
+
+
 def test_label_schedule_edge_cases():
     config = make_config(CARTPOLE_COS_ID, total_steps=8192, total_labels=4, initial_label_frac=1.0)
     assert label_schedule(config, 3) == [0, 0, 0]  # nothing left after the initial batch

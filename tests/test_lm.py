@@ -97,6 +97,23 @@ def test_dpo_sigmoid_cdpo_ipo_by_hand():
     assert loss.item() == pytest.approx(9.0) and chosen_r.item() == pytest.approx(0.1)
 
 
+def test_simpo_by_hand_ignores_the_reference():
+    # SimPO (Meng et al. 2024, Eq. 6) on length-averaged log-probs ℓ_c = -1.0, ℓ_r = -1.5, β = 2, γ = 0.4:
+    # -log σ(β ℓ_c - β ℓ_r - γ) = -log σ(-2 + 3 - 0.4) = -log σ(0.6) = log(1 + e^-0.6) = 0.437488
+    for ref in (_t(0.0), _t(-7.0)):  # no reference term: any value gives the same loss
+        loss, cr, rr = dpo_loss(_t(-1.0), _t(-1.5), ref, ref, beta=2.0, loss_type="simpo", margin=0.4)
+        assert loss.item() == pytest.approx(math.log1p(math.exp(-0.6)), abs=1e-12)
+        assert loss.item() == pytest.approx(0.437488, abs=1e-6)
+        assert cr.item() == pytest.approx(-2.0) and rr.item() == pytest.approx(-3.0)  # β ℓ
+    # the margin moves the loss; DPO's sigmoid takes it too (Llama 2's margin) but defaults to 0
+    loss0, _, _ = dpo_loss(_t(-1.0), _t(-1.5), _t(0.0), _t(0.0), beta=2.0, loss_type="simpo")
+    assert loss0.item() == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-12)
+    with pytest.raises(ValueError, match="margin"):
+        dpo_loss(_t(1), _t(1), _t(1), _t(1), beta=0.1, loss_type="simpo", margin=-1.0)
+    with pytest.raises(ValueError, match="margin"):
+        DPOSettings(loss_type="simpo", margin=-0.5)
+
+
 def test_dpo_batch_of_pairs_policy_equal_reference_and_bad_input():
     # policy = reference: h = 0 for every pair, -log σ(0) = ln 2, rewards 0
     lp = _t(-3.0, -7.5, -1.0)
@@ -617,6 +634,22 @@ def test_dpo_ipo_and_cdpo_run(tiny_dir, tok):
         # the first step starts at π = π_ref: IPO loss (0 - 1/(2β))² = 1; cDPO -log σ(0) = ln 2
         expected = 1.0 if settings.loss_type == "ipo" else LN2
         assert first["train/loss"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_simpo_trains_without_a_reference(tiny_dir, tok):
+    class NoReference:  # any use of a reference model would fail
+        def __getattr__(self, name):
+            raise AssertionError(f"SimPO touched the reference model ({name})")
+
+    args = TrainArgs(lr=3e-3, batch_size=8, max_steps=6, warmup_ratio=0.0, max_length=64, eval_every=3)
+    settings = DPOSettings(beta=2.0, loss_type="simpo", margin=0.5)
+    fitted = train_dpo(load_causal_lm(tiny_dir), tok, yes_no(16), yes_no(8, start=16), args, settings,
+                       ref_model=NoReference())
+    assert fitted.steps == 6
+    # the rewards reported are β × the length-averaged log-prob itself (negative), not a log-ratio near 0
+    steps = [h for h in fitted.history if "train/loss" in h]
+    assert steps[0]["train/rewards/chosen"] < -0.5
+    assert steps[-1]["train/loss"] < steps[0]["train/loss"]
 
 
 @pytest.mark.parametrize("pooling", ["mean", "sum"])

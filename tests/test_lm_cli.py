@@ -101,7 +101,7 @@ def test_dpo_ipo_run(tiny, tmp_path):
     assert rows[0]["train/loss"] == pytest.approx(1.0, abs=1e-4)
     assert "DPO" in printed
     settings = json.loads((out / "train_args.json").read_text())["dpo"]
-    assert settings == {"beta": 0.5, "loss_type": "ipo", "label_smoothing": 0.0}
+    assert settings == {"beta": 0.5, "loss_type": "ipo", "label_smoothing": 0.0, "margin": 0.0}
 
 
 def test_cdpo_defaults_label_smoothing(tiny, tmp_path):
@@ -136,7 +136,7 @@ def test_bad_row_names_file_line_and_field_and_skip_bad_runs(tiny, tmp_path):
     ("sft", ["--data", "{tmp}/nope.jsonl"], "no such data file: {tmp}/nope.jsonl"),
     ("sft", ["--model", "{tmp}"], "--model {tmp} is not a Hugging Face model directory (no config.json)"),
     ("rm", ["--heads", "0"], "--heads must be at least 1, got 0"),
-    ("dpo", ["--loss", "kto"], "--loss must be sigmoid, cdpo or ipo, got 'kto'"),
+    ("dpo", ["--loss", "kto"], "--loss must be one of sigmoid, cdpo, ipo, simpo, got 'kto'"),
     ("dpo", ["--beta", "0"], "beta must be positive"),
     ("dpo", ["--ref", "{tmp}"], "--ref {tmp} is not a Hugging Face model directory"),
     ("sft", ["--lr", "-1"], "lr must be positive, got -1.0"),

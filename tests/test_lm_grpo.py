@@ -276,6 +276,18 @@ def test_implicit_reward_of_a_dpo_model(char_dir, tok, tmp_path):
         load_reward_function(f"implicit:{tmp_path},{char_dir}")
     with pytest.raises(RewardError, match="not a number"):
         load_reward_function(f"implicit:{char_dir},{char_dir},big")
+    # SimPO's reward: (β/|y|) log π(y|x), no reference; |y| counts the completion and EOS
+    simpo = load_reward_function(f"simpo:{tmp_path / 'dpo'},2.5")
+    got = simpo.func(["Q: 1+2= A:", "abc"], [" 3", " dd"])
+    lengths = [len(_ids(tok, p + c)) - len(_ids(tok, p)) + 1 for p, c in (("Q: 1+2= A:", " 3"), ("abc", " dd"))]
+    expected = [2.5 * seq_logprob(policy, p, c) / n for (p, c), n in zip((("Q: 1+2= A:", " 3"), ("abc", " dd")),
+                                                                         lengths)]
+    assert got == pytest.approx(expected, abs=1e-4) and simpo.func.ref is None
+    assert load_reward_function(f"simpo:{char_dir}").func.beta == 2.0
+    with pytest.raises(RewardError, match="MODEL_DIR"):
+        load_reward_function("simpo:")
+    with pytest.raises(RewardError, match="not a model directory"):
+        load_reward_function(f"simpo:{tmp_path}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def _fail(msg: str) -> None:
 
 
 # settings fields → the options that set them, so that an error speaks the command line's words
-_OPTION_NAMES = {"loss_type": "--loss", "label_smoothing": "--label-smoothing", "batch_size": "--batch-size",
+_OPTION_NAMES = {"loss_type": "--loss", "label_smoothing": "--label-smoothing", "margin": "--margin", "batch_size": "--batch-size",
                  "micro_batch_size": "--micro-batch-size", "max_length": "--max-length", "max_steps": "--max-steps",
                  "val_fraction": "--val-fraction", "eval_every": "--eval-every", "warmup_ratio": "--warmup-ratio",
                  "weight_decay": "--weight-decay", "lora_r": "--lora-r", "num_generations": "--num-generations",
@@ -341,8 +341,10 @@ def dpo_cmd(model: Path = Opt(..., help="Policy to start from (usually the SFT m
             data: Path = Opt(..., help=DATA_HELP), out: Path = Opt(..., help="Output directory."),
             ref: Optional[Path] = Opt(None, help="Reference model directory (default: the starting policy)."),
             beta: float = Opt(0.1, help="β: KL strength / implicit reward scale."),
-            loss: str = Opt("sigmoid", help="sigmoid (DPO), cdpo (conservative DPO) or ipo."),
+            loss: str = Opt("sigmoid", help="sigmoid (DPO), cdpo (conservative DPO), ipo, or simpo (SimPO: "
+                            "length-normalised, no reference)."),
             label_smoothing: float = Opt(0.0, help="cDPO's label-flip probability ε."),
+            margin: float = Opt(0.0, help="SimPO's target reward margin γ (reward units)."),
             eval_file: Optional[Path] = EVAL_FILE, lr: float = Opt(5e-5, help="Peak learning rate."),
             epochs: float = EPOCHS,
             max_steps: int = MAX_STEPS, batch_size: int = BATCH, micro_batch_size: int = MICRO,
@@ -350,7 +352,7 @@ def dpo_cmd(model: Path = Opt(..., help="Policy to start from (usually the SFT m
             patience: int = PATIENCE, weight_decay: float = WD, warmup_ratio: float = WARMUP, seed: int = SEED,
             lora_r: int = LORA, gradient_checkpointing: bool = GC, skip_bad: bool = SKIP,
             threads: int = THREADS) -> None:
-    """Direct preference optimisation (DPO, cDPO or IPO) against a frozen reference."""
+    """Direct preference optimisation (DPO, cDPO or IPO) against a frozen reference, or SimPO without one."""
     from rlhfkit.language.dpo import DPOSettings, evaluate_dpo, train_dpo
     from rlhfkit.language.models import apply_lora, load_causal_lm, load_tokenizer
     from rlhfkit.language.train import save_args, set_threads
@@ -359,7 +361,8 @@ def dpo_cmd(model: Path = Opt(..., help="Policy to start from (usually the SFT m
     if ref is not None and not (ref / "config.json").is_file():
         _fail(f"--ref {ref} is not a Hugging Face model directory")
     try:
-        settings = DPOSettings(beta=beta, loss_type=loss, label_smoothing=label_smoothing)  # type: ignore[arg-type]
+        settings = DPOSettings(beta=beta, loss_type=loss, label_smoothing=label_smoothing,  # type: ignore[arg-type]
+                               margin=margin)
     except ValueError as e:
         _fail(option_names(str(e)))
     if loss == "cdpo" and label_smoothing == 0:

@@ -122,6 +122,12 @@ class TrainConfig:
     """Fixed episode length (no early termination, §3.1), or None for the env's own limit."""
     label_decay_steps: int | None = None
     """``T₀`` of the label rate ∝ T₀ / (T + T₀) after the initial batch; None: total_steps / 4."""
+    label_every: int = 1
+    """PPO loop: iterations between labelling sessions (each followed by a reward-model refit). The labels
+    the schedule gives to the iterations in between are asked at the session that starts their block, so
+    the total and the decay are kept while the refits, which dominate the wall time once fragments are long
+    and labels many (Hopper, 1,400 labels of 188 steps: 31 s per refit), happen ``label_every`` times less
+    often. The paper fits the predictor asynchronously (Christiano et al. 2017, §2.1)."""
     reward_epochs_initial: int = 200
     """Max epochs of the first reward-model fit (early stopping decides)."""
     reward_epochs: int = 50
@@ -193,6 +199,8 @@ class TrainConfig:
                              "or human")
         if self.fragment_length < 1 or (self.algo == "ppo" and self.fragment_length > self.ppo.n_steps):
             raise ValueError(f"fragment_length must be in [1, n_steps={self.ppo.n_steps}], got {self.fragment_length}")
+        if self.label_every < 1:
+            raise ValueError(f"label_every must be >= 1, got {self.label_every}")
         if self.horizon is not None and self.horizon < self.fragment_length:
             raise ValueError(f"horizon {self.horizon} is shorter than fragment_length {self.fragment_length}")
 

@@ -60,7 +60,8 @@ def label_schedule(config: TrainConfig, n_iterations: int) -> list[int]:
     """Labels to ask at each iteration after the initial batch; sums to the rest of the budget.
 
     The rate decays as ``T₀ / (T + T₀)`` in the env steps ``T`` done (Christiano et al. 2017,
-    §2.2.4 / App. A); rounding is carried over so the total is exact.
+    §2.2.4 / App. A); rounding is carried over so the total is exact. With ``config.label_every = k > 1``
+    the labels of iterations ``i … i + k − 1`` are all asked at iteration ``i`` (a multiple of ``k``).
     """
     rest = config.total_labels - config.initial_labels
     if n_iterations <= 0 or rest <= 0:
@@ -70,6 +71,11 @@ def label_schedule(config: TrainConfig, n_iterations: int) -> list[int]:
     w = t0 / (steps + t0)
     labels = np.floor(w / w.sum() * rest).astype(int)
     labels[: rest - labels.sum()] += 1  # hand out the remainder first: exact sum, still non-increasing
+    k = config.label_every
+    if k > 1:
+        blocks = np.add.reduceat(labels, np.arange(0, n_iterations, k))
+        labels = np.zeros_like(labels)
+        labels[::k] = blocks
     return labels.tolist()
 
 

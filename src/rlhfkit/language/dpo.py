@@ -1,16 +1,10 @@
 """Direct preference optimisation: the policy is its own reward model (Rafailov et al. 2023).
 
-With ``h = log π(y_c|x)/π_ref(y_c|x) - log π(y_r|x)/π_ref(y_r|x)`` (the difference of the two
-responses' log-ratios to the frozen reference):
-
-- ``sigmoid`` — DPO, Rafailov et al. (2023) Eq. 7: ``-log σ(β h)``, i.e. Bradley-Terry on the
-  implicit rewards ``β log π/π_ref`` (computed by :func:`rlhfkit.choice.bradley_terry_nll`);
-- ``cdpo`` — conservative DPO (Mitchell 2023): labels flipped with probability ``ε``, the same
-  Bradley-Terry with the soft target ``1 - ε``;
-- ``ipo`` — IPO, Azar et al. (2023) Eq. 17: ``(h - 1/(2β))²`` on length-averaged log-probs.
-
-The reference log-probabilities are computed once, before training, with the initial policy
-(or a given reference model), and kept; the reference model is then freed.
+The trainer of the losses in :mod:`rlhfkit.rl.preference` — DPO (``sigmoid``), conservative DPO
+(``cdpo``), IPO (``ipo``, length-averaged log-probs) and SimPO (``simpo``, length-averaged, no
+reference: Meng et al. 2024). The reference log-probabilities are computed once, before training,
+with the initial policy (or a given reference model), and kept; the reference model is then freed.
+SimPO needs none and skips that pass.
 """
 
 from __future__ import annotations
@@ -18,18 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from rlhfkit.choice import bradley_terry_nll
 from rlhfkit.language.logprobs import CHUNK_TOKENS, Encoded, can_pack, packed_logprobs, run_packed
 from rlhfkit.language.train import Fitted, TrainArgs, chunk_budget, fit
+from rlhfkit.rl.preference import PREFERENCE_LOSSES, LossType, dpo_loss
 
 __all__ = ["DPOItem", "DPOSettings", "dpo_loss", "evaluate_dpo", "pair_logprobs", "reference_logprobs", "train_dpo"]
-
-LossType = Literal["sigmoid", "cdpo", "ipo"]
 
 
 @dataclass(frozen=True)
@@ -39,53 +31,21 @@ class DPOSettings:
     beta: float = 0.1
     """``β``: strength of the KL regularisation to the reference (implicit reward scale)."""
     loss_type: LossType = "sigmoid"
-    """``sigmoid`` (DPO), ``cdpo`` (conservative DPO) or ``ipo``."""
+    """``sigmoid`` (DPO), ``cdpo`` (conservative DPO), ``ipo`` or ``simpo`` (reference-free)."""
     label_smoothing: float = 0.0
     """``ε`` of cDPO: the probability that a label is flipped, in ``[0, 0.5)``."""
+    margin: float = 0.0
+    """SimPO's target reward margin ``γ ≥ 0`` (Meng et al. 2024, Eq. 6); only ``simpo`` uses it."""
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
             raise ValueError(f"beta must be positive, got {self.beta}")
-        if self.loss_type not in ("sigmoid", "cdpo", "ipo"):
-            raise ValueError(f"loss_type must be sigmoid, cdpo or ipo, got {self.loss_type!r}")
+        if self.loss_type not in PREFERENCE_LOSSES:
+            raise ValueError(f"loss_type must be one of {', '.join(PREFERENCE_LOSSES)}, got {self.loss_type!r}")
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-
-
-def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps: Tensor,
-             ref_rejected_logps: Tensor, *, beta: float, loss_type: LossType = "sigmoid",
-             label_smoothing: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-pair DPO / cDPO / IPO loss and the implicit rewards (see the module docstring).
-
-    Args:
-        policy_chosen_logps, policy_rejected_logps: ``(B,)`` ``log π(y|x)`` (summed over the
-            completion's tokens; length-averaged for IPO).
-        ref_chosen_logps, ref_rejected_logps: ``(B,)`` the same under ``π_ref``.
-        beta: ``β > 0``.
-        loss_type: ``sigmoid``, ``cdpo`` or ``ipo``.
-        label_smoothing: cDPO's ``ε`` (``sigmoid`` with ``ε > 0`` is cDPO too).
-
-    Returns:
-        ``(losses (B,), chosen_rewards (B,), rejected_rewards (B,))``; rewards are
-        ``β · (log π - log π_ref)`` (detached), in nats.
-
-    Raises:
-        ValueError: on mismatched shapes or an unknown ``loss_type``.
-    """
-    shapes = {tuple(t.shape) for t in (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-                                       ref_rejected_logps)}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
-        raise ValueError(f"the four log-prob tensors must share one (B,) shape, got {sorted(shapes)}")
-    chosen_logratios = policy_chosen_logps - ref_chosen_logps
-    rejected_logratios = policy_rejected_logps - ref_rejected_logps
-    if loss_type in ("sigmoid", "cdpo"):
-        target = None if label_smoothing == 0 else torch.full_like(chosen_logratios, 1.0 - label_smoothing)
-        losses = bradley_terry_nll(beta * chosen_logratios, beta * rejected_logratios, target)
-    elif loss_type == "ipo":
-        losses = (chosen_logratios - rejected_logratios - 1.0 / (2.0 * beta)) ** 2
-    else:
-        raise ValueError(f"unknown DPO loss_type {loss_type!r}")
-    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 
 @dataclass(frozen=True)
@@ -180,13 +140,13 @@ def _collate(items: Sequence[DPOItem], pad_id: int) -> _Batch:
 
 def _pair_losses(m: Any, batch: _Batch, settings: DPOSettings, pad_id: int, max_tokens: int,
                  share_prefix: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-    ipo = settings.loss_type == "ipo"
+    ipo = settings.loss_type in ("ipo", "simpo")  # length-averaged log-probs
     lp, n = pair_logprobs(m, batch.pairs, pad_id, max_tokens=max_tokens, share_prefix=share_prefix)  # (B, 2) each
     if ipo:
         lp = lp / n.clamp(min=1)
     rc, rr = (batch.ref[2], batch.ref[3]) if ipo else (batch.ref[0], batch.ref[1])
     return dpo_loss(lp[:, 0], lp[:, 1], rc, rr, beta=settings.beta, loss_type=settings.loss_type,
-                    label_smoothing=settings.label_smoothing)
+                    label_smoothing=settings.label_smoothing, margin=settings.margin)
 
 
 def _evaluate_items(m: Any, items: Sequence[DPOItem], pad_id: int, settings: DPOSettings,
@@ -213,7 +173,9 @@ def evaluate_dpo(model: Any, ref_model: Any, tokenizer: Any, examples: Sequence[
     """
     examples = [ex for ex in examples if not getattr(ex, "tie", False)]
     pairs = _encode_pairs(tokenizer, examples, max_length)
-    items = _items(pairs, reference_logprobs(ref_model, pairs, tokenizer.pad_token_id))
+    ref = (torch.zeros((len(pairs), 4)) if settings.loss_type == "simpo"
+           else reference_logprobs(ref_model, pairs, tokenizer.pad_token_id))
+    items = _items(pairs, ref)
     model.eval()
     return _evaluate_items(model, items, tokenizer.pad_token_id, settings)
 
@@ -245,8 +207,13 @@ def train_dpo(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[An
     train_pairs = _encode_pairs(tokenizer, train, args.max_length)
     val_pairs = _encode_pairs(tokenizer, val, args.max_length)
     ref = ref_model if ref_model is not None else model
-    train_items = _items(train_pairs, reference_logprobs(ref, train_pairs, pad_id, share_prefix=args.share_prefix))
-    val_items = _items(val_pairs, reference_logprobs(ref, val_pairs, pad_id, share_prefix=args.share_prefix))
+
+    def ref_rows(pairs: list[tuple[Encoded, Encoded]]) -> Tensor:
+        if settings.loss_type == "simpo":  # reference-free
+            return torch.zeros((len(pairs), 4))
+        return reference_logprobs(ref, pairs, pad_id, share_prefix=args.share_prefix)
+
+    train_items, val_items = _items(train_pairs, ref_rows(train_pairs)), _items(val_pairs, ref_rows(val_pairs))
 
     def collate(items: list[DPOItem]) -> _Batch:
         return _collate(items, pad_id)

@@ -15,8 +15,9 @@ sum (as in TRL). Several functions are summed with weights.
 On the command line a function is named ``module:function`` (importable), ``path/to/file.py:function``,
 a reward-model directory written by ``rlhf lm rm``, or a built-in: ``exact_match`` (the completion
 equals the ``answer`` column, surrounding whitespace ignored), ``regex:PATTERN`` (1 if the whole
-completion matches ``PATTERN``) or ``implicit:MODEL_DIR,REF_DIR[,BETA]`` (a DPO-trained model's implicit
-reward against its reference, :class:`ImplicitReward`).
+completion matches ``PATTERN``), ``implicit:MODEL_DIR,REF_DIR[,BETA]`` (a DPO-trained model's implicit
+reward against its reference, :class:`ImplicitReward`) or ``simpo:MODEL_DIR[,BETA]`` (a SimPO-trained
+model's length-normalised log-likelihood, the same class without a reference).
 """
 
 from __future__ import annotations
@@ -122,9 +123,13 @@ class RewardModelReward:
 
 
 class ImplicitReward:
-    """A DPO-trained policy as a reward function: the implicit reward
-    ``r(x, y) = β [log π_θ(y | x) − log π_ref(y | x)]`` (Rafailov et al. 2023, Eq. 5, the partition term
-    dropped: it depends on ``x`` only, so it cancels between completions of one prompt), in nats × ``β``.
+    """A DPO- or SimPO-trained policy as a reward function.
+
+    With a reference, the DPO implicit reward ``r(x, y) = β [log π_θ(y | x) − log π_ref(y | x)]``
+    (Rafailov et al. 2023, Eq. 5, the partition term dropped: it depends on ``x`` only, so it cancels
+    between completions of one prompt). Without one (``ref_dir=None``), SimPO's reward
+    ``r(x, y) = (β / |y|) log π_θ(y | x)``, the length-averaged log-likelihood (Meng et al. 2024, Eq. 4).
+    Nats × ``β``; ``|y|`` counts the completion's tokens and EOS.
 
     A language model fitted to preference pairs this way keeps its language-model head, so what it
     knows about good completions (their likelihood) is not discarded for a fresh scalar head, which
@@ -132,8 +137,8 @@ class ImplicitReward:
     from 1,000 labels against 61% for a scalar-head reward model on the same backbone).
 
     Args:
-        model_dir: the DPO-trained policy (``rlhf lm dpo``'s output).
-        ref_dir: its reference (the model DPO started from).
+        model_dir: the DPO- or SimPO-trained policy (``rlhf lm dpo``'s output).
+        ref_dir: its reference (the model DPO started from), or None for SimPO's reward.
         beta: the ``β`` it was trained with.
         max_length: longest scored sequence in tokens (the prompt is cut from the left first).
         max_tokens: padded tokens per forward pass.
@@ -142,14 +147,14 @@ class ImplicitReward:
         FileNotFoundError: if a directory holds no model.
     """
 
-    def __init__(self, model_dir: str | Path, ref_dir: str | Path, *, beta: float = 0.1, max_length: int = 1024,
-                 max_tokens: int = 8192):
+    def __init__(self, model_dir: str | Path, ref_dir: str | Path | None = None, *, beta: float = 0.1,
+                 max_length: int = 1024, max_tokens: int = 8192):
         from rlhfkit.language.models import load_causal_lm, load_tokenizer
 
-        self.__name__ = f"implicit:{Path(model_dir).name}"
+        self.__name__ = f"{'implicit' if ref_dir is not None else 'simpo'}:{Path(model_dir).name}"
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_causal_lm(model_dir).eval()
-        self.ref = load_causal_lm(ref_dir).eval()
+        self.ref = load_causal_lm(ref_dir).eval() if ref_dir is not None else None
         self.beta, self.max_length, self.max_tokens = beta, max_length, max_tokens
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
@@ -158,11 +163,14 @@ class ImplicitReward:
 
         encoded = [encode(self.tokenizer, *render(self.tokenizer, p, c), max_length=self.max_length)
                    for p, c in zip(prompts, completions)]
+        average = self.ref is None
+        models = (("policy", self.model),) + ((("ref", self.ref),) if self.ref is not None else ())
         with torch.no_grad():
-            lp = {name: run_chunked(lambda b, m=m: sequence_logprobs(m, b)[0], encoded, self.tokenizer.pad_token_id,
-                                    max_tokens=self.max_tokens)
-                  for name, m in (("policy", self.model), ("ref", self.ref))}
-        return (self.beta * (lp["policy"] - lp["ref"])).tolist()
+            lp = {name: run_chunked(lambda b, m=m: sequence_logprobs(m, b, average=average)[0], encoded,
+                                    self.tokenizer.pad_token_id, max_tokens=self.max_tokens)
+                  for name, m in models}
+        diff = lp["policy"] - lp["ref"] if "ref" in lp else lp["policy"]
+        return (self.beta * diff).tolist()
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,20 @@ class RewardFunction:
     name: str
     func: Callable[..., Sequence[float | None]]
     weight: float = 1.0
+
+
+def _simpo(spec: str) -> ImplicitReward:
+    """``simpo:MODEL_DIR[,BETA]`` → :class:`ImplicitReward` without a reference (β default 2, SimPO's)."""
+    parts = spec[len("simpo:"):].split(",")
+    if len(parts) not in (1, 2) or not parts[0]:
+        raise RewardError(f"reward {spec!r}: expected simpo:MODEL_DIR[,BETA]")
+    if not (Path(parts[0]) / "config.json").is_file():
+        raise RewardError(f"reward {spec!r}: {parts[0]} is not a model directory (no config.json)")
+    try:
+        beta = float(parts[1]) if len(parts) == 2 else 2.0
+    except ValueError:
+        raise RewardError(f"reward {spec!r}: BETA {parts[1]!r} is not a number") from None
+    return ImplicitReward(parts[0], None, beta=beta)
 
 
 def _implicit(spec: str) -> ImplicitReward:
@@ -219,6 +241,8 @@ def load_reward_function(spec: str, *, weight: float = 1.0) -> RewardFunction:
         return RewardFunction(spec, regex_reward(spec[len("regex:"):]), weight)
     if spec.startswith("implicit:"):
         return RewardFunction(spec, _implicit(spec), weight)
+    if spec.startswith("simpo:"):
+        return RewardFunction(spec, _simpo(spec), weight)
     if Path(spec).is_dir():
         if not (Path(spec) / "config.json").is_file():
             raise RewardError(f"reward {spec!r} is a directory but not a model directory (no config.json)")

@@ -1,9 +1,10 @@
-"""RL math shared by control and language models: GAE, group advantages, PPO and GRPO losses, KL estimators
+"""RL math shared by control and language models: DPO-family losses, GAE, group advantages, PPO and GRPO losses, KL estimators
 and controllers, RLHF per-token rewards, the Safe RLHF Lagrangian, SAC's losses and PEBBLE's state entropy."""
 
 from rlhfkit.rl.advantages import GROUP_ESTIMATORS, gae, group_advantages
 from rlhfkit.rl.grpo import LOSS_AGGREGATIONS, aggregate_loss, grpo_token_loss, sequence_log_ratio
 from rlhfkit.rl.kl import kl_estimate
+from rlhfkit.rl.preference import PREFERENCE_LOSSES, dpo_loss
 from rlhfkit.rl.ppo import AdaptiveKLController, masked_mean, ppo_clip_loss, ppo_kl_penalty_loss, value_loss
 from rlhfkit.rl.rlhf import (
     FixedKLController,
@@ -28,10 +29,12 @@ from rlhfkit.rl.sac import (
 __all__ = [
     "GROUP_ESTIMATORS",
     "LOSS_AGGREGATIONS",
+    "PREFERENCE_LOSSES",
     "AdaptiveKLController",
     "FixedKLController",
     "ProportionalKLController",
     "aggregate_loss",
+    "dpo_loss",
     "gae",
     "group_advantages",
     "grpo_token_loss",
