@@ -119,6 +119,14 @@ def _encode_pairs(tokenizer: Any, examples: Sequence[Any], max_length: int) -> l
     return out
 
 
+def _ref_rows(ref_model: Any, pairs: Sequence[tuple[Encoded, Encoded]], pad_id: int, settings: DPOSettings, *,
+              share_prefix: bool = True) -> Tensor:
+    """:func:`reference_logprobs` rows ``(N, 4)``, or zeros for SimPO, which has no reference."""
+    if settings.loss_type == "simpo":
+        return torch.zeros((len(pairs), 4))
+    return reference_logprobs(ref_model, pairs, pad_id, share_prefix=share_prefix)
+
+
 def _items(pairs: Sequence[tuple[Encoded, Encoded]], ref: Tensor) -> list[DPOItem]:
     return [DPOItem(c, r, *map(float, ref[i])) for i, (c, r) in enumerate(pairs)]
 
@@ -173,9 +181,7 @@ def evaluate_dpo(model: Any, ref_model: Any, tokenizer: Any, examples: Sequence[
     """
     examples = [ex for ex in examples if not getattr(ex, "tie", False)]
     pairs = _encode_pairs(tokenizer, examples, max_length)
-    ref = (torch.zeros((len(pairs), 4)) if settings.loss_type == "simpo"
-           else reference_logprobs(ref_model, pairs, tokenizer.pad_token_id))
-    items = _items(pairs, ref)
+    items = _items(pairs, _ref_rows(ref_model, pairs, tokenizer.pad_token_id, settings))
     model.eval()
     return _evaluate_items(model, items, tokenizer.pad_token_id, settings)
 
@@ -207,13 +213,8 @@ def train_dpo(model: Any, tokenizer: Any, train: Sequence[Any], val: Sequence[An
     train_pairs = _encode_pairs(tokenizer, train, args.max_length)
     val_pairs = _encode_pairs(tokenizer, val, args.max_length)
     ref = ref_model if ref_model is not None else model
-
-    def ref_rows(pairs: list[tuple[Encoded, Encoded]]) -> Tensor:
-        if settings.loss_type == "simpo":  # reference-free
-            return torch.zeros((len(pairs), 4))
-        return reference_logprobs(ref, pairs, pad_id, share_prefix=args.share_prefix)
-
-    train_items, val_items = _items(train_pairs, ref_rows(train_pairs)), _items(val_pairs, ref_rows(val_pairs))
+    train_items, val_items = (_items(p, _ref_rows(ref, p, pad_id, settings, share_prefix=args.share_prefix))
+                              for p in (train_pairs, val_pairs))
 
     def collate(items: list[DPOItem]) -> _Batch:
         return _collate(items, pad_id)

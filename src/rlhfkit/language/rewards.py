@@ -163,14 +163,15 @@ class ImplicitReward:
 
         encoded = [encode(self.tokenizer, *render(self.tokenizer, p, c), max_length=self.max_length)
                    for p, c in zip(prompts, completions)]
-        average = self.ref is None
-        models = (("policy", self.model),) + ((("ref", self.ref),) if self.ref is not None else ())
+        average = self.ref is None  # SimPO: length-normalised, no reference
+
+        def logprobs(model: Any) -> torch.Tensor:
+            return run_chunked(lambda b: sequence_logprobs(model, b, average=average)[0], encoded,
+                               self.tokenizer.pad_token_id, max_tokens=self.max_tokens)
+
         with torch.no_grad():
-            lp = {name: run_chunked(lambda b, m=m: sequence_logprobs(m, b, average=average)[0], encoded,
-                                    self.tokenizer.pad_token_id, max_tokens=self.max_tokens)
-                  for name, m in models}
-        diff = lp["policy"] - lp["ref"] if "ref" in lp else lp["policy"]
-        return (self.beta * diff).tolist()
+            r = logprobs(self.model) if self.ref is None else logprobs(self.model) - logprobs(self.ref)
+        return (self.beta * r).tolist()
 
 
 @dataclass(frozen=True)
