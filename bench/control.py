@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--no-peer", action="store_true", help="skip the imitation peer")
     ap.add_argument("--no-baseline", action="store_true", help="skip the true-reward PPO baseline")
+    ap.add_argument("--no-ours", action="store_true", help="run only the baselines (and peer)")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "control")
     ap.add_argument("--algos", default="ppo", help="comma-separated learners: ppo, pebble")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="a config override KEY=VALUE for our "
@@ -124,7 +125,8 @@ def main() -> None:
             for algo in algos:
                 if algo == "pebble" and env == CARTPOLE_COS_ID:
                     continue  # discrete actions: SAC here is continuous; CartPoleCos stays with PPO
-                show(run_ours(env, seed, args.out, algo, args.sets, args.tag))
+                if not args.no_ours:
+                    show(run_ours(env, seed, args.out, algo, args.sets, args.tag))
                 if not args.no_baseline:
                     show(run_baseline(env, seed, args.out, algo, args.sets))
             if env == "Pendulum-v1" and not args.no_peer:

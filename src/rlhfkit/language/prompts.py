@@ -20,7 +20,8 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
-from rlhfkit.language.data import DataError, Text, _Bad, _read, _rows_to_records, _text
+from rlhfkit.language.data import Text, _rows_to_records, _text
+from rlhfkit.language.datafiles import DataError, _Bad, _read
 
 __all__ = ["PromptData", "PromptExample", "encode_prompt", "encode_prompts", "load_prompts"]
 
