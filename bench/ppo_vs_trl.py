@@ -20,6 +20,14 @@ Where the two differ by design (each library's own recipe, see bench/peers/READM
   the reward model like TRL).
 - Gradient clipping: rlhfkit clips at norm 1.0 (TrainArgs' default); TRL 1.12's PPOTrainer never clips.
 
+The reward (``--rm-kind``): ``seqcls`` (the default) is the scalar reward model above, which gives PPO no signal on
+this task; ``simpo`` makes ``--rm`` a SimPO-trained causal LM (``bench/out/instructgpt_arith/simpo_strong``) scored
+by its implicit reward ``(β/|y|) log π(y | x)`` with ``--simpo-beta`` (2, as it was trained): rlhfkit through the
+``simpo:DIR,BETA`` reward spec, TRL through ``trl_ppo.py --reward-kind simpo``, whose wrapper gives the same value
+for the same sample (``check-simpo`` measures that). TRL's value model (and rlhfkit's critic with
+``--ours-critic rm``) then starts from ``--value-model``, default the scalar RM ``bench/out/instructgpt_arith/rm``:
+a causal LM has no score head to start a critic from.
+
 1. ``throughput``: both libraries for ``--steps`` PPO steps at that batch, each a fresh process with
    ``--threads`` torch threads, no evaluation: completions/s, trained tokens/s (prompt + completion tokens of
    every sequence through the training forward, once per PPO epoch, per second of training wall time) and the
@@ -28,6 +36,10 @@ Where the two differ by design (each library's own recipe, see bench/peers/READM
    time (evaluation excluded: the clock pauses), scoring held-out greedy exact match (the gold reward) every
    ``--eval-every`` seconds. Target: rlhfkit's accuracy ≥ TRL's at equal wall time (at the end of the budget;
    the table also compares every ``--eval-every`` mark). Writes a PNG of the curves.
+3. ``check-simpo``: ``--n`` prompt + completion samples (from ``pairs.jsonl``: completions ending at EOS with junk
+   sampled after it, cut at the length limit without EOS, and empty; prompts of two widths so TRL left-pads)
+   scored by rlhfkit's ``simpo:`` reward and by ``trl_ppo.py check-simpo`` (TRL's own ``truncate_response`` and
+   ``get_reward``); prints both and the largest difference, and fails above ``--tol``.
 
 Each command appends its table, under a header line (date, machine, load average, versions), to
 ``--results`` (default ``bench/results/ppo_vs_trl.txt``) and keeps the raw JSON records in ``--out``.
@@ -35,6 +47,8 @@ Each command appends its table, under a header line (date, machine, load average
     bash bench/peers/setup_trl.sh ppo                               # bench/.venv-trl-ppo (TRL 1.12.0)
     .venv/bin/python bench/ppo_vs_trl.py throughput --steps 30
     .venv/bin/python bench/ppo_vs_trl.py race --budget 600 --eval-every 60 --seeds 0
+    .venv/bin/python bench/ppo_vs_trl.py check-simpo --threads 1
+    .venv/bin/python bench/ppo_vs_trl.py race --rm-kind simpo --rm bench/out/instructgpt_arith/simpo_strong
 
 Timings compare only from a quiet machine.
 """
@@ -55,6 +69,8 @@ TRL_PY = HERE / ".venv-trl-ppo" / "bin" / "python"
 TRL_PPO = HERE / "peers" / "trl_ppo.py"
 ARITH = HERE / "out" / "grpo_arith"
 RM = HERE / "out" / "instructgpt_arith" / "rm"
+SIMPO = HERE / "out" / "instructgpt_arith" / "simpo_strong"
+PAIRS = HERE / "out" / "instructgpt_arith" / "pairs.jsonl"
 OUT = HERE / "out" / "ppo_vs_trl"
 RESULTS = HERE / "results" / "ppo_vs_trl.txt"
 PNG = HERE / "results" / "ppo_vs_trl_race.png"
@@ -96,8 +112,8 @@ def worker_ours(a: argparse.Namespace) -> dict:
     tok, model = load_tokenizer(a.model), load_causal_lm(a.model)
     train, held = load_prompts(a.prompts).examples, load_prompts(a.eval).examples if a.eval else []
     gold = RewardFunction("exact_match", exact_match)
-    rewards = [load_reward_function(str(a.rm))]
-    critic = load_reward_model(a.rm, pad_token_id=tok.pad_token_id) if a.critic == "rm" else None
+    rewards = [load_reward_function(reward_spec(a.rm_kind, a.rm, a.simpo_beta))]
+    critic = load_reward_model(a.critic_model or a.rm, pad_token_id=tok.pad_token_id) if a.critic == "rm" else None
 
     def evaluate(m) -> dict[str, float]:
         acc = evaluate_greedy(m, tok, held, [gold], max_new_tokens=a.max_new_tokens)["eval/reward"]
@@ -129,7 +145,9 @@ def worker_ours(a: argparse.Namespace) -> dict:
             "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
                        "torch_threads": torch.get_num_threads(), "max_grad_norm": args.max_grad_norm,
                        "kl_controller": "fixed" if a.kl_target is None else f"adaptive (target {a.kl_target})",
-                       "value": "value head on the policy" if critic is None else "separate critic from the RM"},
+                       "reward": rewards[0].name,
+                       "value": ("value head on the policy" if critic is None
+                                 else f"separate critic from {a.critic_model or a.rm}")},
             "curve": curve, "initial_accuracy": curve[0]["accuracy"] if curve else None,
             "final_accuracy": curve[-1]["accuracy"] if curve else None, "steps": r.steps,
             "steps_per_s": r.steps / r.wall_s if r.wall_s else None,
@@ -143,6 +161,12 @@ def worker_ours(a: argparse.Namespace) -> dict:
             "final_kl": steps[-1].get("kl/sequence") if steps else None}
 
 
+def reward_spec(kind: str, rm: str | Path, beta: float) -> str:
+    """rlhfkit's reward spec for ``--rm-kind``: the RM directory, or ``simpo:DIR,BETA`` (as
+    ``instructgpt_arith.reward_model_function`` builds it for a SimPO reward model)."""
+    return f"simpo:{rm},{beta}" if kind == "simpo" else str(rm)
+
+
 # ----------------------------------------------------------------------------------------------
 # driver
 # ----------------------------------------------------------------------------------------------
@@ -153,6 +177,11 @@ def _last_json(text: str) -> dict:
         if line.startswith("{"):
             return json.loads(line)
     raise RuntimeError("no JSON line in the output:\n" + text[-3000:])
+
+
+def _value_model(a: argparse.Namespace) -> Path:
+    """The value model's starting point: ``--value-model``, else the RM itself (seqcls) or the scalar RM (simpo)."""
+    return Path(a.value_model or (RM if a.rm_kind == "simpo" else a.rm))
 
 
 def run_side(side: str, a: argparse.Namespace, mode: str, seed: int, extra: list[str] = ()) -> dict:
@@ -169,6 +198,7 @@ def run_side(side: str, a: argparse.Namespace, mode: str, seed: int, extra: list
             raise SystemExit(f"no {TRL_PY}: run `bash bench/peers/setup_trl.sh ppo` first")
         when = [w.replace("--budget", "--budget-s").replace("--eval-every", "--eval-every-s") for w in when]
         cmd = [str(TRL_PY), str(TRL_PPO), mode, *when, "--model", str(model), "--reward-model", str(a.rm),
+               "--reward-kind", a.rm_kind, "--simpo-beta", str(a.simpo_beta), "--value-model", str(_value_model(a)),
                "--prompts", str(prompts), *(["--eval", str(evalf)] if mode == "race" else []),
                "--prompts-per-step", str(s["prompts_per_step"]), "--ppo-epochs", str(s["ppo_epochs"]),
                "--mini-batches", str(s["mini_batches"]), "--lr", str(s["lr"]), "--lr-scheduler", "constant",
@@ -177,6 +207,7 @@ def run_side(side: str, a: argparse.Namespace, mode: str, seed: int, extra: list
                "--seed", str(seed), "--torch-threads", str(a.threads), "--out", str(work / "trl_tmp"), *extra]
     else:
         cmd = [sys.executable, __file__, "ours", mode, *when, "--model", str(model), "--rm", str(a.rm),
+               "--rm-kind", a.rm_kind, "--simpo-beta", str(a.simpo_beta), "--critic-model", str(_value_model(a)),
                "--prompts", str(prompts), *(["--eval", str(evalf)] if mode == "race" else []),
                "--prompts-per-step", str(s["prompts_per_step"]), "--generations", str(s["generations"]),
                "--ppo-epochs", str(s["ppo_epochs"]), "--mini-batches", str(s["mini_batches"]), "--lr", str(s["lr"]),
@@ -226,11 +257,15 @@ def _write(text: str, a: argparse.Namespace) -> None:
 def _settings_line(a: argparse.Namespace) -> str:
     s = SETTINGS
     kl = "fixed β" if not a.ours_kl_target else f"rlhfkit adaptive KL (target {a.ours_kl_target}), TRL fixed β"
-    return (f"PPO on the learned RM {a.rm}: {s['prompts_per_step']} prompts × {s['generations']} completion per step, "
+    reward = (f"the learned RM {a.rm}" if a.rm_kind == "seqcls" else
+              f"the SimPO implicit reward (β/|y|) log π(y|x) of {a.rm}, β {a.simpo_beta} (|y| counts EOS; rlhfkit "
+              f"{reward_spec(a.rm_kind, a.rm, a.simpo_beta)}, TRL --reward-kind simpo)")
+    value = "the RM" if _value_model(a) == Path(a.rm) else _value_model(a)
+    return (f"PPO on {reward}: {s['prompts_per_step']} prompts × {s['generations']} completion per step, "
             f"{s['ppo_epochs']} epochs × {s['mini_batches']} mini-batches, lr {s['lr']} constant, β {s['beta']} "
             f"({kl}), {s['max_new_tokens']} new tokens at temperature {s['temperature']}, fp32, no gradient "
-            f"checkpointing; rlhfkit value: {'value head' if a.ours_critic == 'head' else 'critic from the RM'}, "
-            f"TRL value: value model from the RM")
+            f"checkpointing; rlhfkit value: {'value head' if a.ours_critic == 'head' else f'critic from {value}'}, "
+            f"TRL value: value model from {value}")
 
 
 def throughput(a: argparse.Namespace) -> None:
@@ -331,6 +366,73 @@ def race(a: argparse.Namespace) -> None:
     _write("\n".join(lines), a)
 
 
+def check_simpo(a: argparse.Namespace) -> None:
+    """rlhfkit's and TRL's SimPO reward of the same samples: they must agree to ``--tol``.
+
+    Each case is what a PPO rollout hands both libraries: a prompt and ``R`` sampled token ids. rlhfkit scores the
+    completion cut after its first EOS and decoded (``score_rollout``) with the ``simpo:`` spec; TRL gets the
+    prompts left-padded to one width and the raw ids, truncated after the first EOS and padded by TRL's own
+    ``truncate_response``, through its ``get_reward`` (``trl_ppo.py check-simpo``).
+    """
+    import random
+    import re
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from rlhfkit.language.models import load_tokenizer
+    from rlhfkit.language.rewards import load_reward_function, score_completions
+
+    tok = load_tokenizer(a.model or Path(a.arith) / "sft")
+    eos, R = tok.eos_token_id, 8
+    rng = random.Random(0)
+    ordinary = [i for i in range(len(tok)) if i not in tok.all_special_ids]
+    rows = [json.loads(line) for line in Path(a.pairs).read_text().splitlines()[: (a.n + 1) // 2]]
+    prompts, responses = [], []
+    for k in range(a.n):
+        row = rows[k // 2]
+        prompt = row["prompt"] if k % 4 < 2 else re.sub(r"Q: \d(\d)\+", r"Q: \1+", row["prompt"])  # 2 widths
+        ids = tok(row["chosen" if k % 2 == 0 else "rejected"], add_special_tokens=False)["input_ids"][: R - 1]
+        kind = k % 3  # 0: ends at EOS, then what a sampler may emit after it (TRL pads it, rlhfkit cuts it);
+        # 1: cut at the length limit without EOS; 2: empty (EOS first)
+        ids = ids + [eos] if kind == 0 else [eos] if kind == 2 else ids
+        fill = ordinary if kind == 1 else ordinary + [eos]
+        prompts.append(prompt)
+        responses.append((ids + [rng.choice(fill) for _ in range(R)])[:R])
+    cut = [r[: r.index(eos) + 1] if eos in r else r for r in responses]
+    texts = tok.batch_decode(cut, skip_special_tokens=True)  # as score_rollout decodes a rollout
+    spec = reward_spec("simpo", a.rm, a.simpo_beta)
+    ours = score_completions([load_reward_function(spec)], prompts, texts, {"completion_ids": cut})[1][:, 0].tolist()
+
+    if not TRL_PY.is_file():
+        raise SystemExit(f"no {TRL_PY}: run `bash bench/peers/setup_trl.sh ppo` first")
+    work = Path(a.out)
+    work.mkdir(parents=True, exist_ok=True)
+    cases = work / "simpo_check_cases.json"
+    cases.write_text(json.dumps({"prompts": prompts, "responses": responses}))
+    cmd = [str(TRL_PY), str(TRL_PPO), "check-simpo", "--reward-model", str(a.rm), "--simpo-beta", str(a.simpo_beta),
+           "--cases", str(cases), "--torch-threads", str(a.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"trl check-simpo failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
+    peer = _last_json(proc.stdout)
+    diffs = [abs(x - y) for x, y in zip(ours, peer["rewards"])]
+    lines = [(f"{'prompt':<14} {'response ids (as sampled)':<40} {'rlhfkit text':<24} {'rlhfkit':>10} {'TRL':>10} "
+              f"{'|diff|':>9}")]
+    for p_, r, t, x, y, d in zip(prompts, responses, texts, ours, peer["rewards"], diffs):
+        lines.append(f"{p_:<14} {r!s:<40} {t!a:<24} {x:>10.5f} {y:>10.5f} {d:>9.2e}")
+    worst = max(diffs)
+    ok = worst <= a.tol
+    lines.append(f"{'PASS' if ok else 'FAIL'}  SimPO reward {spec}: rlhfkit vs TRL get_reward on {len(diffs)} samples, "
+                 f"max |diff| {worst:.2e} (tolerance {a.tol:g})")
+    print("\n".join(lines))
+    (work / "simpo_check.json").write_text(json.dumps({"spec": spec, "prompts": prompts, "responses": responses,
+                                                       "texts": texts, "rlhfkit": ours, "trl": peer["rewards"],
+                                                       "max_abs_diff": worst}, indent=1))
+    if not ok:
+        raise SystemExit(1)
+
+
 def _plot(results: dict, seeds: list[int], a: argparse.Namespace) -> None:
     import matplotlib
 
@@ -367,7 +469,15 @@ def main(argv: list[str] | None = None) -> None:
         q = sub.add_parser(name)
         q.add_argument("--arith", default=str(ARITH), help="grpo_arith's directory: sft/, train.jsonl, eval.jsonl")
         q.add_argument("--model", default=None, help="the SFT policy (default: ARITH/sft)")
-        q.add_argument("--rm", default=str(RM), help="the learned reward model directory")
+        q.add_argument("--rm", default=str(RM),
+                       help="the learned reward model: a sequence-classification directory (seqcls) or a SimPO-trained "
+                            "causal LM (simpo)")
+        q.add_argument("--rm-kind", choices=["seqcls", "simpo"], default="seqcls",
+                       help="how --rm scores: its scalar head, or SimPO's implicit reward (β/|y|) log π(y|x)")
+        q.add_argument("--simpo-beta", type=float, default=2.0, help="simpo: β (SimPO's, as simpo_strong was trained)")
+        q.add_argument("--value-model", default=None,
+                       help="TRL's value model and rlhfkit's --ours-critic rm start from this sequence-classification "
+                            f"directory (default: --rm for seqcls, {RM} for simpo)")
         q.add_argument("--out", default=str(OUT), help="raw JSON records and TRL's scratch output_dir")
         q.add_argument("--results", default=str(RESULTS), help="results text, appended to")
         q.add_argument("--png", default=str(PNG), help="race: the accuracy-curve PNG")
@@ -385,10 +495,23 @@ def main(argv: list[str] | None = None) -> None:
         q.add_argument("--ours-critic", choices=["head", "rm"], default="head",
                        help="rlhfkit's value function: a head on the policy (ppo_run's default) or a critic from "
                             "the RM (TRL's recipe)")
+    c = sub.add_parser("check-simpo", help="rlhfkit's and TRL's SimPO reward of the same samples")
+    c.add_argument("--rm", default=str(SIMPO), help="the SimPO-trained causal LM")
+    c.add_argument("--simpo-beta", type=float, default=2.0)
+    c.add_argument("--arith", default=str(ARITH), help="grpo_arith's directory (its sft/ tokenizer)")
+    c.add_argument("--model", default=None, help="the policy whose tokenizer decodes the samples (default: ARITH/sft)")
+    c.add_argument("--pairs", default=str(PAIRS), help="prompt/chosen/rejected JSONL the samples come from")
+    c.add_argument("--n", type=int, default=16, help="samples")
+    c.add_argument("--tol", type=float, default=1e-4, help="largest allowed |rlhfkit - TRL|")
+    c.add_argument("--out", default=str(OUT), help="the cases and both libraries' values (simpo_check.json)")
+    c.add_argument("--threads", type=int, default=1)
     w = sub.add_parser("ours", help="one rlhfkit run (worker; prints a JSON line)")
     w.add_argument("mode", choices=["throughput", "race"])
     w.add_argument("--model", required=True)
     w.add_argument("--rm", required=True)
+    w.add_argument("--rm-kind", choices=["seqcls", "simpo"], default="seqcls")
+    w.add_argument("--simpo-beta", type=float, default=2.0)
+    w.add_argument("--critic-model", default=None, help="--critic rm starts from this directory (default: --rm)")
     w.add_argument("--prompts", required=True)
     w.add_argument("--eval", default=None)
     w.add_argument("--steps", type=int, default=None, help="throughput: PPO steps")
@@ -422,7 +545,9 @@ def main(argv: list[str] | None = None) -> None:
         if k not in SETTINGS or k == "generations":
             p.error(f"--set {kv}: the shared settings are {', '.join(x for x in SETTINGS if x != 'generations')}")
         SETTINGS[k] = type(SETTINGS[k])(float(v)) if isinstance(SETTINGS[k], int) else type(SETTINGS[k])(v)
-    if a.cmd == "throughput":
+    if a.cmd == "check-simpo":
+        check_simpo(a)
+    elif a.cmd == "throughput":
         throughput(a)
     else:
         race(a)

@@ -13,6 +13,19 @@ TRL/transformers logs and one line per PPO step go to stderr.
         --prompts train.jsonl --eval eval.jsonl --torch-threads 2 --out /tmp/trl-ppo
     bench/.venv-trl-ppo/bin/python bench/peers/trl_ppo.py race --budget-s 600 --eval-every-s 60 --model SFT \
         --reward-model RM --prompts train.jsonl --eval eval.jsonl --torch-threads 2 --out /tmp/trl-ppo
+    bench/.venv-trl-ppo/bin/python bench/peers/trl_ppo.py race --reward-kind simpo --reward-model SIMPO_LM \
+        --value-model RM ...
+    bench/.venv-trl-ppo/bin/python bench/peers/trl_ppo.py check-simpo --reward-model SIMPO_LM --cases cases.json
+
+Reward.  ``--reward-kind seqcls`` (the default): ``--reward-model`` is an ``AutoModelForSequenceClassification``
+directory, read by TRL at the last non-pad token.  ``--reward-kind simpo``: ``--reward-model`` is a SimPO-trained
+causal LM, scored by its implicit reward ``(β/|y|) log π(y | x)`` (``--simpo-beta``) through :class:`SimPOReward`,
+which gives exactly rlhfkit's ``simpo:DIR,BETA`` reward; PPO's value model is then not initialisable from the reward
+model, so ``--value-model`` (a sequence-classification directory, e.g. the benchmark's scalar RM
+``bench/out/instructgpt_arith/rm``) is required.  ``check-simpo`` scores the prompt/response cases of ``--cases``
+(``{"prompts": [str], "responses": [[token id]]}``, raw samples of one length, TRL truncates them after the first
+EOS) through TRL's own ``get_reward`` and prints their rewards, for ``bench/ppo_vs_trl.py check-simpo`` to compare
+with rlhfkit's.
 
 Modes.  ``throughput``: exactly ``--steps`` PPO steps (rollout batches), no evaluation.  ``race``: train until the
 training clock reaches ``--budget-s`` (and/or ``--max-steps``), evaluating at step 0, every ``--eval-every-s``
@@ -47,6 +60,9 @@ import os
 import platform
 import sys
 import time
+from types import SimpleNamespace
+
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -61,13 +77,83 @@ class _Stop(Exception):
     """Raised from the callback to end ``PPOTrainer.train`` (it ignores ``should_training_stop``)."""
 
 
+class SimPOReward(torch.nn.Module):
+    """A SimPO-trained causal LM as a reward model that TRL's ``get_reward`` can read.
+
+    ``r(x, y) = (β / |y|) Σ_t log π(y_t | x, y_<t)`` (Meng et al. 2024, Eq. 4), in nats × β, exactly as rlhfkit's
+    ``ImplicitReward(model_dir, None, beta)`` (the reward spec ``simpo:DIR,BETA``) scores a PPO sample: the
+    completion is decoded with special tokens dropped, re-encoded without special tokens and EOS is appended, so
+    ``|y|`` counts the completion's tokens and one EOS — also for a completion cut at the length limit without EOS.
+
+    TRL 1.12's ``get_reward(model, query_responses, pad_token_id, context_length)`` runs
+    ``getattr(model, model.base_model_prefix)(input_ids=, attention_mask=, ...)`` and ``model.score`` on its last
+    hidden state, and reads the result at the last non-pad response token.  The backbone sees neither the context
+    length nor the pad id (pads arrive as id 0 with attention 0; queries are left-padded to the context length,
+    responses right-padded after EOS), so the caller sets :attr:`context_length` before each call; the backbone
+    returns each row's reward at every position, ``(B, T, 1)``, and ``score`` is the identity, so whichever
+    position TRL reads holds the reward.
+
+    Args:
+        lm: the causal LM.
+        tokenizer: the tokenizer of the policy's samples (the LM's must be the same).
+        beta: SimPO's β.
+    """
+
+    base_model_prefix = "backbone"
+
+    def __init__(self, lm, tokenizer, beta: float):
+        super().__init__()
+        self.lm = lm.eval()
+        self.tokenizer, self.beta = tokenizer, beta
+        self.context_length: int | None = None
+
+    @torch.no_grad()
+    def backbone(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> SimpleNamespace:
+        """``input_ids``, ``attention_mask`` ``(B, T)`` (query + response) → ``hidden_states[-1]`` ``(B, T, 1)``."""
+        C, tok = self.context_length, self.tokenizer
+        if C is None:
+            raise RuntimeError("SimPOReward: set context_length (the query width) before calling get_reward")
+        rows = []
+        for ids, keep in zip(input_ids.tolist(), attention_mask.tolist()):
+            prompt = [t for t, k in zip(ids[:C], keep[:C]) if k]
+            response = [t for t, k in zip(ids[C:], keep[C:]) if k]
+            text = tok.decode(response, skip_special_tokens=True)
+            rows.append((prompt, tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]))
+        B, T = input_ids.shape
+        L = max(len(p) + len(c) for p, c in rows)
+        ids = torch.full((B, L), tok.pad_token_id, dtype=torch.long)  # right padding, as rlhfkit scores it
+        attn = torch.zeros((B, L), dtype=torch.long)
+        completion = torch.zeros((B, L), dtype=torch.bool)
+        for i, (p, c) in enumerate(rows):
+            n = len(p) + len(c)
+            ids[i, :n] = torch.tensor(p + c)
+            attn[i, :n] = 1
+            completion[i, max(len(p), 1):n] = True
+        ids, attn, completion = ids.to(input_ids.device), attn.to(input_ids.device), completion.to(input_ids.device)
+        logits = self.lm(input_ids=ids, attention_mask=attn).logits[:, :-1].float()  # (B, L-1, V)
+        lp = logits.gather(-1, ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, -1)  # (B, L-1)
+        m = completion[:, 1:]
+        r = self.beta * ((lp * m).sum(-1) / m.sum(-1))  # (B,)
+        return SimpleNamespace(hidden_states=(r[:, None, None].expand(B, T, 1),))
+
+    def score(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", choices=["throughput", "race"])
-    p.add_argument("--model", required=True, help="the SFT policy: a local HF causal-LM directory (model + tokenizer)")
-    p.add_argument("--reward-model", required=True, help="a local AutoModelForSequenceClassification directory")
-    p.add_argument("--value-model", default=None, help="initial value model (default: the reward model, TRL's recipe)")
-    p.add_argument("--prompts", required=True, help="training JSONL with prompt/answer strings")
+    p.add_argument("mode", choices=["throughput", "race", "check-simpo"])
+    p.add_argument("--model", default=None, help="the SFT policy: a local HF causal-LM directory (model + tokenizer)")
+    p.add_argument("--reward-model", required=True,
+                   help="seqcls: a local AutoModelForSequenceClassification directory; simpo: a causal-LM directory")
+    p.add_argument("--reward-kind", choices=["seqcls", "simpo"], default="seqcls",
+                   help="the reward model's kind: a scalar head, or a SimPO-trained LM's implicit reward")
+    p.add_argument("--simpo-beta", type=float, default=2.0, help="simpo: the β of (β/|y|) log π(y | x)")
+    p.add_argument("--value-model", default=None,
+                   help="initial value model, a sequence-classification directory (default: the reward model, TRL's "
+                        "recipe; required with --reward-kind simpo)")
+    p.add_argument("--cases", default=None, help="check-simpo: JSON {prompts: [str], responses: [[token id]]}")
+    p.add_argument("--prompts", default=None, help="training JSONL with prompt/answer strings")
     p.add_argument("--eval", default=None, help="held-out JSONL with prompt/answer strings (greedy exact match)")
     p.add_argument("--steps", type=int, default=None, help="throughput: PPO steps (rollout batches) to run")
     p.add_argument("--budget-s", type=float, default=None, help="race: training-clock budget (evaluation excluded)")
@@ -92,10 +178,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="default: TRL's, which is ON")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=None)
-    p.add_argument("--out", required=True, help="TRL output_dir (nothing is saved there)")
+    p.add_argument("--out", default=None, help="TRL output_dir (nothing is saved there)")
     p.add_argument("--show-completions", type=int, default=4,
                    help="print this many decoded eval completions to stderr at each evaluation")
     args = p.parse_args(argv)
+    if args.mode == "check-simpo":
+        if not args.cases:
+            p.error("check-simpo needs --cases")
+        return args
+    for flag in ("model", "prompts", "out"):
+        if getattr(args, flag) is None:
+            p.error(f"{args.mode} needs --{flag}")
+    if args.reward_kind == "simpo" and not args.value_model:
+        p.error("--reward-kind simpo needs --value-model (a sequence-classification directory, e.g. the scalar RM)")
     if args.mode == "throughput" and not args.steps:
         p.error("throughput needs --steps")
     if args.mode == "race" and args.budget_s is None and args.max_steps is None:
@@ -142,12 +237,40 @@ class TrainClock:
         return self.total + (time.perf_counter() - self.t0 if self.t0 is not None else 0.0)
 
 
+def check_simpo(args: argparse.Namespace) -> None:
+    """Score ``--cases`` with :class:`SimPOReward` through TRL's own ``truncate_response`` and ``get_reward``, as
+    ``PPOTrainer.train`` does in the rollout (queries left-padded to one width, responses truncated after the first
+    EOS), and print ``{"rewards": [...]}``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.experimental.ppo.ppo_trainer import truncate_response
+    from trl.experimental.utils import get_reward
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    with open(args.cases, encoding="utf-8") as f:
+        cases = json.load(f)
+    tok = AutoTokenizer.from_pretrained(args.reward_model, padding_side="left")
+    model = SimPOReward(AutoModelForCausalLM.from_pretrained(args.reward_model, dtype=torch.float32), tok,
+                        args.simpo_beta)
+    pad_id = tok.pad_token_id
+    queries = [tok(text=p)["input_ids"] for p in cases["prompts"]]
+    C = max(len(q) for q in queries)
+    queries = torch.tensor([[pad_id] * (C - len(q)) + q for q in queries])  # (B, C), as TRL's collator pads
+    responses = truncate_response(tok.eos_token_id, pad_id, torch.tensor(cases["responses"]))  # (B, R)
+    model.context_length = C
+    with torch.no_grad():
+        _, scores, _ = get_reward(model, torch.cat((queries, responses), 1), pad_id, C)
+    print(json.dumps({"rewards": scores.tolist(), "context_length": C, "postprocessed_responses": responses.tolist()}))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.mode == "check-simpo":
+        check_simpo(args)
+        return
 
     import accelerate
     import datasets
-    import torch
     import transformers
     import trl
     import trl.experimental.ppo.ppo_trainer as ppo_mod
@@ -178,11 +301,19 @@ def main(argv=None) -> None:
     f32 = {"dtype": torch.float32}
     policy = AutoModelForCausalLM.from_pretrained(args.model, **f32)
     ref_policy = AutoModelForCausalLM.from_pretrained(args.model, **f32)  # the reference: a copy of the SFT model
-    reward_model = AutoModelForSequenceClassification.from_pretrained(args.reward_model, num_labels=1, **f32)
     value_model = AutoModelForSequenceClassification.from_pretrained(args.value_model or args.reward_model,
                                                                      num_labels=1, **f32)
+    if args.reward_kind == "simpo":
+        reward_tok = AutoTokenizer.from_pretrained(args.reward_model)
+        if (reward_tok.get_vocab(), reward_tok.eos_token_id) != (tokenizer.get_vocab(), tokenizer.eos_token_id):
+            raise SystemExit(f"the SimPO reward model {args.reward_model} needs the policy's tokenizer (it scores the "
+                             "policy's token ids)")
+        reward_model = SimPOReward(AutoModelForCausalLM.from_pretrained(args.reward_model, **f32), tokenizer,
+                                   args.simpo_beta)
+    else:
+        reward_model = AutoModelForSequenceClassification.from_pretrained(args.reward_model, num_labels=1, **f32)
     for m in (reward_model, value_model):
-        if m.config.pad_token_id is None:
+        if isinstance(m, transformers.PreTrainedModel) and m.config.pad_token_id is None:
             m.config.pad_token_id = tokenizer.pad_token_id
 
     def tokenize(rows):
@@ -361,9 +492,11 @@ def main(argv=None) -> None:
         since_eval["gold_sum"] += sum(gold)
         return query_responses, logits
 
-    def get_reward(model, *a, **k):
+    def get_reward(model, query_responses, pad_token_id, context_length):
+        if isinstance(model, SimPOReward):
+            model.context_length = context_length  # its backbone cannot see it (see SimPOReward)
         t0 = time.perf_counter()
-        out = orig_get_reward(model, *a, **k)
+        out = orig_get_reward(model, query_responses, pad_token_id, context_length)
         dt = time.perf_counter() - t0
         if model is reward_model:
             stats["reward_s"] += dt
@@ -438,6 +571,7 @@ def main(argv=None) -> None:
         },
         "config": {
             "model": os.path.abspath(args.model), "reward_model": os.path.abspath(args.reward_model),
+            "reward_kind": args.reward_kind, "simpo_beta": args.simpo_beta if args.reward_kind == "simpo" else None,
             "value_model": os.path.abspath(args.value_model or args.reward_model),
             "prompts": os.path.abspath(args.prompts), "eval": os.path.abspath(args.eval) if args.eval else None,
             "train_prompts": len(train_rows), "eval_prompts": len(eval_rows),
