@@ -689,3 +689,24 @@ def test_gsde_noise_is_held_for_sde_sample_freq_steps_and_logprobs_match_the_gau
         assert not np.allclose((z[:, n] @ eps).squeeze(-1).numpy(), noise[:, n].numpy(), atol=1e-3)
     metrics = agent.update(rollout)
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_episode_returns_sum_episodes_that_span_several_collects():
+    # Pendulum episodes last 200 steps; rollouts of 64 steps cut each one into four pieces. The reported
+    # return must be the sum over all 200 steps, not over the piece in the rollout where it ended.
+    cfg = PPOConfig(n_envs=2, n_steps=64, hidden_sizes=(8,))
+    envs = make_vec_env("Pendulum-v1", 2, seed=0)
+    agent = PPOAgent(envs.single_observation_space, envs.single_action_space, cfg, seed=0)
+    obs, _ = envs.reset(seed=[0, 1])
+    rollouts = []
+    for _ in range(4):  # 256 steps: both envs finish their first episode at step 200
+        rollout, obs = agent.collect(envs, obs)
+        rollouts.append(rollout)
+    envs.close()
+    true_r = np.concatenate([r.true_rewards for r in rollouts])  # (256, 2)
+    ends = np.concatenate([r.episode_end for r in rollouts])
+    assert ends[199].all() and ends.sum() == 2
+    assert rollouts[3].episode_true_returns == pytest.approx(list(true_r[:200].sum(0)), rel=1e-6)
+    assert rollouts[3].episode_returns == pytest.approx(list(np.concatenate([r.rewards for r in rollouts])[:200].sum(0)),
+                                                        rel=1e-6)
+    assert not any(r.episode_true_returns for r in rollouts[:3])

@@ -16,6 +16,7 @@ episodes bootstrap from the value of their true final observation.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -186,6 +187,8 @@ class PPOAgent(nn.Module):
         self._sde_noise: Tensor | None = None  # (h, act_dim) exploration matrix of gSDE
         self._sde_steps = 0
         self.obs_rms = RunningMeanStd(obs_dim)
+        # running (learned, true) return of each env's current episode, kept across collect() calls
+        self._episode_sums: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         if not self.discrete:
             self.register_buffer("act_low", torch.as_tensor(action_space.low, dtype=torch.float32))
             self.register_buffer("act_high", torch.as_tensor(action_space.high, dtype=torch.float32))
@@ -256,12 +259,20 @@ class PPOAgent(nn.Module):
 
         Returns the :class:`Rollout` and the observation to continue from. The true reward is
         read from ``info["true_reward"]`` when a learned-reward wrapper provides it.
+
+        An episode's return (``episode_returns``, ``episode_true_returns``) sums all its steps, also
+        those collected by earlier calls on the same ``envs`` (an episode of 1,000 steps spans two
+        rollouts of 512): the running sums are kept per ``envs`` object, so ``obs`` must continue
+        where the last call on it stopped, or come from a fresh ``envs.reset`` on a new ``envs``.
         """
         T, N = n_steps or self.config.n_steps, envs.num_envs
         self._sde_noise, self._sde_steps = None, 0
         buf: dict[str, list] = {k: [] for k in ("obs", "actions", "env_actions", "logprobs", "values",
                                                   "next_values", "rewards", "true_rewards", "terminated", "episode_end")}
-        ep_ret, ep_true = np.zeros(N), np.zeros(N)
+        sums = self._episode_sums.get(envs)
+        if sums is None or sums.shape != (2, N):
+            sums = self._episode_sums[envs] = np.zeros((2, N))
+        ep_ret, ep_true = sums  # views: updated in place, kept for the next call
         done_returns: list[float] = []
         done_true: list[float] = []
         start = time.perf_counter()
