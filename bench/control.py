@@ -12,6 +12,8 @@ never enters the project's environment). Runs are sequential, so both share the 
     .venv/bin/python bench/control.py --envs Pendulum-v1 --seeds 0 --no-peer
     .venv/bin/python bench/control.py --algos pebble --envs Pendulum-v1   # PEBBLE (SAC) and true-reward SAC
     .venv/bin/python bench/control.py --envs rlhfkit/CartPoleCos-v0 --labels 30 --steps 196608 --tag=-30
+    .venv/bin/python bench/control.py --algos pebble --envs HalfCheetah-v5 --no-peer \
+        --set sac.hidden_sizes=128,128 --set sac.updates_per_step=0.5      # 100k steps, ~10 min per run per core
 
 ``--algos ppo,pebble`` picks the learners: PPO (Christiano et al. 2017) and PEBBLE (Lee et al. 2021),
 each next to its own learner on the true reward (PPO or SAC) at the same step budget.
@@ -34,7 +36,7 @@ from rlhfkit.control.config import apply_overrides
 
 HERE = Path(__file__).resolve().parent
 LABELS = {"Pendulum-v1": 200, CARTPOLE_COS_ID: 100}
-STEPS = {"Pendulum-v1": 50_000, CARTPOLE_COS_ID: 50_000}
+STEPS = {"Pendulum-v1": 50_000, CARTPOLE_COS_ID: 50_000, "HalfCheetah-v5": 100_000}
 
 
 def _who(algo: str) -> str:
