@@ -296,6 +296,11 @@ def _detect(path: str, columns: list[str], kind: str):
     return "sft", sft
 
 
+# ----------------------------------------------------------------------------------------------
+# Loading (the files themselves are read by rlhfkit.language.datafiles)
+# ----------------------------------------------------------------------------------------------
+
+
 def load_data(
     path: str | os.PathLike,
     *,

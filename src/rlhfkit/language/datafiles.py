@@ -43,8 +43,6 @@ class _Bad(Exception):
         self.field, self.reason = field, reason
 
 
-
-
 def _read_jsonl(path: Path) -> tuple[list[tuple[int, Any]], str]:
     """``(line, row)`` for every non-blank line; a malformed line's row is a ``_Bad``."""
     rows: list[tuple[int, Any]] = []
