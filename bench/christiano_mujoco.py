@@ -96,7 +96,7 @@ FRAGMENT_SECONDS = 1.5
 TARGET_LABELS, TARGET_RATIO = 700, 0.95
 PREF, BASE = "preferences", "PPO true reward"
 # --set keys that change the learner itself, so the true-reward baseline takes them too
-LEARNER_KEYS = ("ppo.", "horizon=")
+LEARNER_KEYS = ("ppo.", "horizon=", "termination=")
 
 
 LABEL_EVERY = 8

@@ -58,7 +58,7 @@ def run_baseline(env: str, seed: int, out: Path, algo: str = "ppo", sets: list[s
     """The true-reward learner; of ``sets`` only the learner's own settings (``ppo.*``, ``sac.*``, ``horizon``)
     apply, so that it trains like the preference run it is compared with."""
     cfg = make_config(env, algo=algo, total_steps=STEPS.get(env, 50_000), seed=seed)
-    cfg = apply_overrides(cfg, [x for x in sets if x.startswith(("ppo.", "sac.", "horizon="))])
+    cfg = apply_overrides(cfg, [x for x in sets if x.startswith(("ppo.", "sac.", "horizon=", "termination="))])
     t = time.perf_counter()
     r = train_baseline(cfg, str(out / f"{env.replace('/', '_')}-{algo}-baseline-s{seed}"))
     wall = time.perf_counter() - t

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -105,6 +106,48 @@ def test_fixed_horizon_on_hopper_absorbs_after_the_hopper_falls(tmp_path, monkey
     for o, *_ in out[first:]:
         np.testing.assert_array_equal(o, out[first - 1][0])  # the last real obs repeats
     env.close()
+
+
+def test_penalty_termination_keeps_hopper_moving_after_a_fall_without_its_healthy_bonus(tmp_path, monkeypatch):
+    # Christiano et al. 2017, App. A.1: termination replaced by a penalty the agent must learn. The same
+    # seed and actions in the absorbing env and the penalty env agree until the fall; then the penalty
+    # env keeps simulating (new observations, actions matter) and pays no healthy bonus.
+    monkeypatch.chdir(tmp_path)  # MuJoCo appends model-compiler warnings to ./MUJOCO_LOG.TXT
+    absorb = make_env("Hopper-v5", horizon=60)
+    penalty = make_env("Hopper-v5", horizon=60, termination="penalty")
+    rng = np.random.default_rng(1)
+    actions = rng.uniform(-1, 1, size=(60, 3)).astype(np.float32)
+    absorb.reset(seed=1)
+    penalty.reset(seed=1)
+    a_out = [absorb.step(a) for a in actions]
+    p_out = [penalty.step(a) for a in actions]
+    fall = next(i for i, s in enumerate(a_out) if s[4].get("absorbing", False))
+    assert 0 < fall < 50
+    for (ao, ar, *_), (po, pr, *_) in zip(a_out[:fall], p_out[:fall]):
+        np.testing.assert_array_equal(ao, po)
+        assert ar == pytest.approx(pr)
+    after = p_out[fall:]
+    assert [s[2] for s in p_out] == [False] * 60 and [s[3] for s in p_out] == [False] * 59 + [True]
+    assert not any(s[4].get("absorbing", False) for s in p_out)
+    assert all(s[4]["reward_survive"] == 0.0 for s in after)  # fallen for good under random actions
+    assert all(s[4]["reward_survive"] == 1.0 for s in p_out[: fall - 1])
+    for _, r, _, _, info in after:  # forward reward minus the control cost (info's reward_ctrl is <= 0), no bonus
+        assert r == pytest.approx(info["reward_forward"] + info["reward_ctrl"], abs=1e-6)
+    moved = [np.abs(after[i + 1][0] - after[i][0]).max() for i in range(len(after) - 1)]
+    assert min(moved) > 0.0  # the robot keeps moving: no frozen observation to exploit
+    absorb.close()
+    penalty.close()
+
+
+def test_termination_setting_is_checked_and_hopper_presets_use_the_penalty():
+    with pytest.raises(ValueError, match=r"termination='penalty' needs an env with a terminate_when_unhealthy.*"
+                                         r"Pendulum-v1 has none"):
+        make_env("Pendulum-v1", termination="penalty")
+    with pytest.raises(ValueError, match=r"termination must be one of absorb, penalty, got 'bogus'"):
+        make_vec_env("Hopper-v5", 1, seed=0, termination="bogus")
+    assert make_config("Hopper-v5").termination == "penalty"
+    assert make_config("Hopper-v5", algo="pebble").termination == "penalty"
+    assert make_config("HalfCheetah-v5").termination == "absorb"
 
 
 def test_cartpole_cos_reward_is_cos_theta_and_never_terminates():
@@ -440,6 +483,8 @@ def test_make_config_applies_presets_and_ignores_none():
         ({"teacher": "grumpy"}, r"unknown teacher 'grumpy'"),
         ({"fragment_length": 300}, r"fragment_length must be in \[1, n_steps=256\], got 300"),
         ({"horizon": 10}, r"horizon 10 is shorter than fragment_length 25"),
+        ({"termination": "penalty"}, r"termination='penalty' needs an env with a terminate_when_unhealthy"),
+        ({"reward_norm": "policy"}, r"reward_norm must be one of rollout, initial, got 'policy'"),
     ],
 )
 def test_train_config_validate_errors(overrides, match):
@@ -710,3 +755,34 @@ def test_episode_returns_sum_episodes_that_span_several_collects():
     assert rollouts[3].episode_returns == pytest.approx(list(np.concatenate([r.rewards for r in rollouts])[:200].sum(0)),
                                                         rel=1e-6)
     assert not any(r.episode_true_returns for r in rollouts[:3])
+
+
+def test_reward_norm_initial_renormalises_on_the_initial_labels_fragments_and_rollout_on_the_rollout():
+    from rlhfkit.control.labelling import Labels
+    from rlhfkit.control.loop import _norm_features
+
+    rng = np.random.default_rng(0)
+
+    def frag(shift: float) -> Fragment:
+        return Fragment(rng.normal(shift, 1.0, (5, 3)).astype(np.float32), rng.uniform(-1, 1, (5, 1)),
+                        np.zeros(5, np.float32))
+
+    # the first two labels (the initial batch) are centred at 0, the later one far away at 50
+    comps = [Comparison(frag(0.0), frag(0.0), Outcome.LEFT) for _ in range(2)] + \
+        [Comparison(frag(50.0), frag(50.0), Outcome.LEFT)]
+    labels = Labels(comps, [])
+    model = RewardEnsemble(3, 1, False, RewardConfig(ensemble_size=2, hidden_sizes=(8,)))
+    rollout = hand_rollout(T=6, N=2, ends={})
+    config = make_config("Pendulum-v1", total_labels=8, initial_label_count=2, reward_norm="initial")
+    x = _norm_features(config, model, rollout, labels)
+    first = [c.left for c in comps[:2]] + [c.right for c in comps[:2]]
+    want = torch.cat([torch.from_numpy(np.concatenate([f.obs, f.acts], 1)) for f in first])
+    assert x.shape == (20, 4)
+    torch.testing.assert_close(x, want)
+    model.normalize_outputs(x)
+    r = model.raw(want)  # (E, 20): each member is mean 0, std 1 on the initial fragments after the renormalisation
+    torch.testing.assert_close(((r - model.out_mean[:, None]) / model.out_std[:, None]).mean(1), torch.zeros(2),
+                               atol=1e-5, rtol=0)
+    # "rollout" (the default) takes the iteration's rollout: its T·N transitions
+    config = dataclasses.replace(config, reward_norm="rollout")
+    assert _norm_features(config, model, rollout, labels).shape == (12, 4)

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rlhfkit.control.envs import CARTPOLE_COS_ID, check_env_id
+from rlhfkit.control.envs import CARTPOLE_COS_ID, check_env_id, check_termination
 from rlhfkit.control.ppo import PPOConfig
 from rlhfkit.control.sac import SACConfig
 from rlhfkit.feedback.teachers import TEACHERS
@@ -120,6 +120,11 @@ class TrainConfig:
     """Seed of everything: envs, networks, teacher, query sampling."""
     horizon: int | None = None
     """Fixed episode length (no early termination, §3.1), or None for the env's own limit."""
+    termination: str = "absorb"
+    """What a training episode does where the env would terminate: ``"absorb"`` (with ``horizon``, sit in an
+    absorbing state of reward 0 until the horizon) or ``"penalty"`` (MuJoCo locomotion only: keep simulating
+    with ``terminate_when_unhealthy=False``, the healthy bonus lost while fallen; Christiano et al. 2017,
+    App. A.1). Evaluation always uses the env's standard termination (:func:`rlhfkit.control.envs.make_env`)."""
     label_decay_steps: int | None = None
     """``T₀`` of the label rate ∝ T₀ / (T + T₀) after the initial batch; None: total_steps / 4."""
     label_every: int = 1
@@ -128,6 +133,12 @@ class TrainConfig:
     the total and the decay are kept while the refits, which dominate the wall time once fragments are long
     and labels many (Hopper, 1,400 labels of 188 steps: 31 s per refit), happen ``label_every`` times less
     often. The paper fits the predictor asynchronously (Christiano et al. 2017, §2.1)."""
+    reward_norm: str = "rollout"
+    """PPO loop: where r̂'s outputs are renormalised to mean 0, std 1 after each refit: ``"rollout"`` (the
+    iteration's rollout, the policy's current data) or ``"initial"`` (the fragments of the initial labels,
+    asked on the random policy: a fixed reference, so a better policy earns a larger r̂ and a refit moves
+    the value function's targets less). Christiano et al. 2017 (§2.2.3) normalise r̂ to zero mean and a
+    constant standard deviation without naming the data."""
     reward_epochs_initial: int = 200
     """Max epochs of the first reward-model fit (early stopping decides)."""
     reward_epochs: int = 50
@@ -203,6 +214,9 @@ class TrainConfig:
             raise ValueError(f"label_every must be >= 1, got {self.label_every}")
         if self.horizon is not None and self.horizon < self.fragment_length:
             raise ValueError(f"horizon {self.horizon} is shorter than fragment_length {self.fragment_length}")
+        check_termination(self.env_id, self.termination)
+        if self.reward_norm not in REWARD_NORMS:
+            raise ValueError(f"reward_norm must be one of {', '.join(REWARD_NORMS)}, got {self.reward_norm!r}")
 
     def _validate_pebble(self) -> None:
         self.sac.validate()
@@ -227,6 +241,10 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+REWARD_NORMS = ("rollout", "initial")
+"""Reference data of r̂'s output normalisation in the PPO loop (:attr:`TrainConfig.reward_norm`)."""
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # imitation's tuned Pendulum PPO (2048 steps over 8 envs, γ 0.97, clip 0.1, entropy 0.01,
     # 32×32 nets) with 20 epochs per update and lr 3e-3 instead of 10 and 2e-3: with a true
@@ -245,7 +263,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                          clip_range=0.2, ent_coef=0.0),
     },
     "HalfCheetah-v5": {"fragment_length": 50, "ppo": PPOConfig(n_envs=4, n_steps=512)},
-    "Hopper-v5": {"fragment_length": 50, "horizon": 1000, "ppo": PPOConfig(n_envs=4, n_steps=512)},
+    # the robot keeps moving after a fall and loses its healthy bonus (the paper's handling); with an absorbing
+    # state the policy learned to fall at once and exploit r̂ in the frozen pose (bench/results/christiano_mujoco.txt)
+    "Hopper-v5": {"fragment_length": 50, "horizon": 1000, "termination": "penalty",
+                  "ppo": PPOConfig(n_envs=4, n_steps=512)},
 }
 """Per-environment defaults; anything not listed comes from :class:`TrainConfig`."""
 
@@ -261,7 +282,7 @@ PEBBLE_PRESETS: dict[str, dict[str, Any]] = {
     # SAC 1,077.1 / 3,132.0 / 1,964.6 (bench/results/control_pebble.txt)
     "HalfCheetah-v5": {"fragment_length": 50, "pebble": PebbleConfig(seed_steps=1_000, unsup_steps=9_000,
                                                                       feedback_every=10_000, qpa=True)},
-    "Hopper-v5": {"fragment_length": 50, "horizon": 1000,
+    "Hopper-v5": {"fragment_length": 50, "horizon": 1000, "termination": "penalty",
                   "pebble": PebbleConfig(seed_steps=1_000, unsup_steps=9_000, feedback_every=10_000)},
 }
 """Per-environment defaults of the PEBBLE loop (``algo="pebble"``), on top of :data:`PRESETS`'s non-PPO fields."""

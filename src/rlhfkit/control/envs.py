@@ -8,6 +8,14 @@
   episodes leak reward information, e.g. "the episode ended, so it was bad"). After the inner
   env terminates, the episode continues in an absorbing state: the last observation repeats and
   the true reward is 0 until the horizon.
+- ``termination="penalty"`` (:func:`make_env`): the paper's own handling of the MuJoCo robots (App. A.1:
+  "We replaced these termination conditions by a penalty which encourages the parameters to remain in the
+  range (and which the agent must learn)"): the env is made with ``terminate_when_unhealthy=False`` and
+  keeps simulating after a fall; gymnasium's v5 locomotion rewards pay their healthy bonus only while
+  healthy, so a fallen robot loses it every step, and every step stays a real transition whose action
+  matters. With the absorbing state the learned reward ``r̂(o, a)`` still scored the actions taken in the
+  frozen fallen pose, and PPO learned to fall at once and pick the actions r̂ liked there (Hopper-v5,
+  700 labels: true return -2.1, bench/results/christiano_mujoco.txt).
 - :func:`make_vec_env`: a gymnasium vector env in ``SAME_STEP`` autoreset mode, so no step ever
   straddles two episodes (the returned observation after an episode end is the reset one, the
   true final observation is in ``info["final_obs"]``).
@@ -15,6 +23,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -23,10 +32,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-__all__ = ["CARTPOLE_COS_ID", "CartPoleCosEnv", "FixedHorizon", "check_env_id", "env_seeds", "evaluate_episodes",
-           "make_env", "make_vec_env"]
+__all__ = ["CARTPOLE_COS_ID", "TERMINATIONS", "CartPoleCosEnv", "FixedHorizon", "check_env_id", "check_termination",
+           "env_seeds", "evaluate_episodes", "make_env", "make_vec_env"]
 
 CARTPOLE_COS_ID = "rlhfkit/CartPoleCos-v0"
+
+TERMINATIONS = ("absorb", "penalty")
+"""What a fixed-horizon episode does when its env would terminate (:func:`make_env`)."""
 
 
 class CartPoleCosEnv(CartPoleEnv):
@@ -112,16 +124,54 @@ def check_env_id(env_id: str) -> None:
         raise ValueError(f"unknown environment id {env_id!r}.{hint}")
 
 
-def make_env(env_id: str, *, horizon: int | None = None, render_mode: str | None = None) -> gym.Env:
-    """One env; with ``horizon`` wrapped in :class:`FixedHorizon` instead of its own time limit."""
+def check_termination(env_id: str, termination: str) -> None:
+    """Raise a clear error if ``env_id`` cannot run with ``termination`` (one of :data:`TERMINATIONS`).
+
+    ``"penalty"`` needs an env whose constructor takes ``terminate_when_unhealthy`` (gymnasium's MuJoCo
+    Hopper, Walker2d, Ant and Humanoid locomotion tasks).
+
+    Raises:
+        ValueError: naming the field ``termination`` and the env.
+    """
+    if termination not in TERMINATIONS:
+        raise ValueError(f"termination must be one of {', '.join(TERMINATIONS)}, got {termination!r}")
+    if termination == "penalty":
+        check_env_id(env_id)
+        entry = gym.spec(env_id).entry_point
+        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+        if "terminate_when_unhealthy" not in inspect.signature(creator).parameters:
+            raise ValueError(f"termination='penalty' needs an env with a terminate_when_unhealthy option (MuJoCo "
+                             f"Hopper, Walker2d, Ant, Humanoid); {env_id} has none: use termination='absorb'")
+
+
+def make_env(env_id: str, *, horizon: int | None = None, render_mode: str | None = None,
+             termination: str = "absorb") -> gym.Env:
+    """One env; with ``horizon`` wrapped in :class:`FixedHorizon` instead of its own time limit.
+
+    Args:
+        env_id: gymnasium id.
+        horizon: fixed episode length, or None for the env's own limits.
+        render_mode: passed to ``gym.make``.
+        termination: ``"absorb"`` (the env terminates as usual; with ``horizon`` the episode then sits in
+            :class:`FixedHorizon`'s absorbing state, so its true return is the standard one) or
+            ``"penalty"`` (made with ``terminate_when_unhealthy=False``: the robot keeps moving after a
+            fall and loses its healthy bonus; Christiano et al. 2017, App. A.1). Training envs take the
+            run's setting; the loops evaluate with ``"absorb"``, the env's standard return.
+
+    Raises:
+        ValueError: for an unknown id, or ``"penalty"`` on an env without ``terminate_when_unhealthy``.
+    """
     check_env_id(env_id)
-    env = gym.make(env_id, render_mode=render_mode)
+    check_termination(env_id, termination)
+    kwargs = {"terminate_when_unhealthy": False} if termination == "penalty" else {}
+    env = gym.make(env_id, render_mode=render_mode, **kwargs)
     if horizon is None:
         return env
     return FixedHorizon(env.unwrapped, horizon)  # drop the env's own TimeLimit
 
 
-def make_vec_env(env_id: str, num_envs: int, *, seed: int, horizon: int | None = None) -> gym.vector.VectorEnv:
+def make_vec_env(env_id: str, num_envs: int, *, seed: int, horizon: int | None = None,
+                 termination: str = "absorb") -> gym.vector.VectorEnv:
     """A synchronous vector env in ``SAME_STEP`` autoreset mode, its sub-envs seeded by :func:`env_seeds`.
 
     Args:
@@ -129,15 +179,17 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int, horizon: int | None =
         num_envs: number of parallel copies ``N``.
         seed: base seed.
         horizon: fixed episode length (:class:`FixedHorizon`), or None for the env's own limits.
+        termination: ``"absorb"`` or ``"penalty"`` (:func:`make_env`).
 
     Raises:
-        ValueError: for an unknown env id or ``num_envs < 1``.
+        ValueError: for an unknown env id, a ``termination`` the env cannot run, or ``num_envs < 1``.
     """
     check_env_id(env_id)
+    check_termination(env_id, termination)
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     envs = gym.vector.SyncVectorEnv(
-        [lambda: make_env(env_id, horizon=horizon) for _ in range(num_envs)],
+        [lambda: make_env(env_id, horizon=horizon, termination=termination) for _ in range(num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
     envs.reset(seed=env_seeds(seed, num_envs))

@@ -85,6 +85,17 @@ def _features(model: RewardEnsemble, rollout: Rollout) -> torch.Tensor:
     return model.features(obs, acts)
 
 
+def _norm_features(config: TrainConfig, model: RewardEnsemble, rollout: Rollout, labels: Labels) -> torch.Tensor:
+    """``(M, D)`` features r̂ is renormalised on after a refit (:attr:`TrainConfig.reward_norm`)."""
+    if config.reward_norm == "initial" and labels.used:
+        first = labels.used[: config.initial_labels]  # asked on the random policy's rollouts
+        frags = [c.left for c in first] + [c.right for c in first]
+        x = model.features(torch.from_numpy(np.stack([f.obs for f in frags])),
+                           torch.from_numpy(np.stack([f.acts for f in frags])))
+        return x.reshape(-1, x.shape[-1])
+    return _features(model, rollout)
+
+
 def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teacher | None = None,
           on_iteration: Callback | None = None) -> RunResult:
     """Run the loop of the module docstring and write a run directory ``out`` (with ``config.algo ==
@@ -121,7 +132,8 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
     rng = np.random.default_rng(config.seed)
     cfg = config.ppo
 
-    envs = make_vec_env(config.env_id, cfg.n_envs, seed=config.seed, horizon=config.horizon)
+    envs = make_vec_env(config.env_id, cfg.n_envs, seed=config.seed, horizon=config.horizon,
+                        termination=config.termination)
     obs_dim = envs.single_observation_space.shape[0]
     agent = PPOAgent(envs.single_observation_space, envs.single_action_space, cfg, seed=config.seed)
     discrete = agent.discrete
@@ -172,7 +184,8 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
         fit: dict[str, float] = {}
         if n_new > 0:
             fit = labelling_session(rollout, n_new, teacher=teacher, labels=labels,
-                                    norm_features=_features(model, rollout), method=config.query_selection,
+                                    norm_features=_norm_features(config, model, rollout, labels),
+                                    method=config.query_selection,
                                     seed=config.seed + it + 1, epochs=config.reward_epochs, **session)
         wall = wall_before + time.perf_counter() - start
         record = {
@@ -218,7 +231,8 @@ def train_baseline(config: TrainConfig, out: str, *, on_iteration: Callback | No
     save_config(config, str(run.config_path))
     run.metrics_path.unlink(missing_ok=True)
     torch.manual_seed(config.seed)
-    envs = make_vec_env(config.env_id, config.ppo.n_envs, seed=config.seed, horizon=config.horizon)
+    envs = make_vec_env(config.env_id, config.ppo.n_envs, seed=config.seed, horizon=config.horizon,
+                        termination=config.termination)
     agent = PPOAgent(envs.single_observation_space, envs.single_action_space, config.ppo, seed=config.seed)
     obs, _ = envs.reset(seed=env_seeds(config.seed, config.ppo.n_envs))
     n_iterations = config.total_steps // config.rollout_steps

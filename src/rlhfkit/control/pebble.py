@@ -122,7 +122,8 @@ def train_pebble(config: TrainConfig, out: str, *, resume: bool = False, teacher
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     sc, pb = config.sac, config.pebble
-    envs = make_vec_env(config.env_id, sc.n_envs, seed=config.seed, horizon=config.horizon)
+    envs = make_vec_env(config.env_id, sc.n_envs, seed=config.seed, horizon=config.horizon,
+                        termination=config.termination)
     agent = SACAgent(envs.single_observation_space, envs.single_action_space, sc, seed=config.seed)
     obs_dim, act_dim, N = agent.obs_dim, agent.act_dim, sc.n_envs
     model = RewardEnsemble(obs_dim, act_dim, False, config.reward)
