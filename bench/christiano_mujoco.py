@@ -28,8 +28,15 @@ Settings from Christiano et al. 2017 (§2.2 and Appendix A.1, the simulated robo
 - queries picked by ensemble disagreement (variance of P[σ¹ ≻ σ²] across members) among 10× as
   many random candidate pairs (``query_selection="disagreement"``, ``oversample=10``);
 - the Bradley-Terry likelihood with a 10% noise floor, P = 0.9·σ(ΔR̂) + 0.05 (``reward.epsilon=0.1``);
-- no early termination (§3.1): Hopper runs fixed 1,000-step episodes (its preset ``horizon``;
-  after a fall it sits in an absorbing state with reward 0); HalfCheetah never terminates;
+- no early termination (§3.1 and App. A.1: "We replaced these termination conditions by a penalty which
+  encourages the parameters to remain in the range (and which the agent must learn)"): Hopper runs fixed
+  1,000-step episodes made with ``terminate_when_unhealthy=False`` (its preset ``termination="penalty"``): after
+  a fall the robot keeps moving and Hopper-v5's healthy bonus of 1 per step is lost; HalfCheetah never
+  terminates. Both sides of the comparison train and are evaluated on that task; each Hopper row also gives
+  the same policy's return on the standard task (the episode ends at the fall), "standard task". An earlier
+  version kept the termination and sat the fallen robot in an absorbing state (last observation repeated,
+  reward 0): r̂ still scored the actions taken there and the preference policy learned to fall at once and
+  pick the actions r̂ liked in the frozen pose (700 labels: -2.1, bench/results/christiano_mujoco.txt);
 - a synthetic oracle teacher that prefers the fragment with the larger true return.
 
 What differs from the paper (the paper's TRPO settings, T₀ and validation split below are quoted from
@@ -167,6 +174,7 @@ def _row(who: str, cfg: TrainConfig, r, wall: float, out: Path, tag: str, sets: 
             "labels": r.labels, "label_budget": cfg.total_labels if who == PREF else 0,
             "fragment_length": cfg.fragment_length if who == PREF else None, "env_steps": r.env_steps,
             "mean_true_return": r.mean_return, "std_true_return": float(np.std(r.eval_returns)),
+            "mean_standard_return": float(np.mean(r.standard_returns)) if r.standard_returns else None,
             "wall_s": wall, "steps_per_s": r.env_steps / wall, "run_dir": str(out.resolve()), "sets": list(sets),
             "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -179,7 +187,8 @@ def fmt_row(r: dict) -> str:
     who = r["who"] + (r["tag"] or "")
     frag = r.get("fragment_length") or "-"
     return (f"{who:<16} {r['env']:<15} {r['steps']:>7} {r['seed']:>4} {r['labels']:>6} {frag:>4} {r['env_steps']:>9} "
-            f"{r['mean_true_return']:>11.1f} {r['wall_s']:>7.0f} {r['steps_per_s']:>7.0f}")
+            f"{r['mean_true_return']:>11.1f} {r['wall_s']:>7.0f} {r['steps_per_s']:>7.0f}"
+            + (f"   standard task {r['mean_standard_return']:.1f}" if r.get("mean_standard_return") is not None else ""))
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -232,6 +241,9 @@ def summary(rows: list[dict]) -> list[str]:
                 text += f"   vs {b:8.1f}   difference {o - b:+.1f} (true-reward mean <= 0: no ratio)"
                 verdict = "FAIL"
             text += f"   {_mean(ours, 'steps_per_s'):.0f} steps/s"
+            if base and all(r.get("mean_standard_return") is not None for r in ours + base):
+                text += (f"   (standard task: {_mean(ours, 'mean_standard_return'):.1f} vs "
+                         f"{_mean(base, 'mean_standard_return'):.1f})")
             if n == TARGET_LABELS:
                 text += f"   target ratio >= {TARGET_RATIO}: {verdict}"
                 verdicts[f"{env} ({steps:,} steps{', ' + tag if tag else ''})"] = verdict

@@ -786,3 +786,24 @@ def test_reward_norm_initial_renormalises_on_the_initial_labels_fragments_and_ro
     # "rollout" (the default) takes the iteration's rollout: its T·N transitions
     config = dataclasses.replace(config, reward_norm="rollout")
     assert _norm_features(config, model, rollout, labels).shape == (12, 4)
+
+
+def test_a_penalty_run_reports_its_own_task_and_the_standard_task(tmp_path, monkeypatch):
+    # Hopper with termination="penalty": the final evaluation runs on the training task (no termination, 400
+    # steps) and again on the standard task, where the barely trained policy's episodes end at its fall (zero
+    # actions fall after ~140 steps)
+    monkeypatch.chdir(tmp_path)  # MuJoCo appends model-compiler warnings to ./MUJOCO_LOG.TXT
+    config = make_config("Hopper-v5", total_steps=256, total_labels=8, fragment_length=20, horizon=400,
+                         eval_episodes=3, ppo=PPOConfig(n_envs=2, n_steps=64, batch_size=64, n_epochs=1))
+    assert config.termination == "penalty"
+    result = train(config, str(tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["eval_returns"] == result.eval_returns and summary["standard_returns"] == result.standard_returns
+    assert len(result.standard_returns) == 3 and result.standard_returns != result.eval_returns
+    # the standard figure is the saved policy's return on the standard env, on the evaluation seeds
+    env = make_env("Hopper-v5", horizon=400)
+    from rlhfkit.control.loop import load_agent
+
+    _, agent = load_agent(str(tmp_path / "run"))
+    assert agent.evaluate(env, 3, seed=1_000_000) == pytest.approx(result.standard_returns)
+    env.close()

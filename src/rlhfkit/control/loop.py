@@ -42,13 +42,19 @@ Callback = Callable[[dict[str, Any]], None]
 
 @dataclass
 class RunResult:
-    """What a finished run reports."""
+    """What a finished run reports.
+
+    ``eval_returns`` are true returns on the task the run trained on (with ``termination="penalty"``, the env
+    without termination); ``standard_returns``, only for such runs, the same policy's returns on the env's
+    standard task (the episode ends at a fall), the figure the literature reports.
+    """
 
     out: str
     eval_returns: list[float]
     labels: int
     env_steps: int
     wall_s: float
+    standard_returns: list[float] | None = None
 
     @property
     def mean_return(self) -> float:
@@ -205,14 +211,22 @@ def train(config: TrainConfig, out: str, *, resume: bool = False, teacher: Teach
 
 
 def _finish(run: RunDir, config: TrainConfig, agent: PPOAgent, env_steps: int, labels: int, wall: float) -> RunResult:
-    eval_env = make_env(config.env_id, horizon=config.horizon)
-    returns = agent.evaluate(eval_env, config.eval_episodes, seed=1_000_000 + 1000 * config.seed)
-    eval_env.close()
+    def evaluate(termination: str) -> list[float]:
+        eval_env = make_env(config.env_id, horizon=config.horizon, termination=termination)
+        try:
+            return agent.evaluate(eval_env, config.eval_episodes, seed=1_000_000 + 1000 * config.seed)
+        finally:
+            eval_env.close()
+
+    returns = evaluate(config.termination)
+    standard = evaluate("absorb") if config.termination != "absorb" else None
     summary = {"env_id": config.env_id, "labels": labels, "env_steps": env_steps, "wall_s": wall,
                "eval_returns": returns, "mean_true_return": float(np.mean(returns)),
                "std_true_return": float(np.std(returns))}
+    if standard is not None:
+        summary.update(standard_returns=standard, mean_standard_return=float(np.mean(standard)))
     (run.path / "summary.json").write_text(json.dumps(summary, indent=1))
-    return RunResult(str(run.path), returns, labels, env_steps, wall)
+    return RunResult(str(run.path), returns, labels, env_steps, wall, standard)
 
 
 def train_baseline(config: TrainConfig, out: str, *, on_iteration: Callback | None = None) -> RunResult:
@@ -281,9 +295,10 @@ def load_agent(out: str) -> tuple[TrainConfig, Any]:
 
 
 def evaluate_run(out: str, episodes: int = 10, *, seed: int = 2_000_000, deterministic: bool = True) -> list[float]:
-    """True returns of ``episodes`` episodes of the saved agent of run ``out``."""
+    """True returns of ``episodes`` episodes of the saved agent of run ``out``, on the task it trained on
+    (its ``termination`` setting)."""
     config, agent = load_agent(out)
-    env = make_env(config.env_id, horizon=config.horizon)
+    env = make_env(config.env_id, horizon=config.horizon, termination=config.termination)
     try:
         return agent.evaluate(env, episodes, seed=seed, deterministic=deterministic)
     finally:
