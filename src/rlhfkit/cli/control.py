@@ -77,6 +77,9 @@ def _summary(result, title: str, baseline_path: Optional[Path] = None) -> None:
                   f"{float(np.std(result.eval_returns)):.1f}", f"{result.wall_s:.1f}",
                   f"{result.env_steps / max(result.wall_s, 1e-9):.0f}")
     console.print(table)
+    if result.standard_returns:
+        _say(f"the same policy on the standard task (the episode ends where the env would terminate): mean true "
+             f"return {float(np.mean(result.standard_returns)):.1f} (the run trained without termination)")
     if baseline_path is not None and (baseline_path / "summary.json").is_file():
         b = json.loads((baseline_path / "summary.json").read_text())
         _say(f"true-reward baseline ({baseline_path}): mean true return {b['mean_true_return']:.1f}")

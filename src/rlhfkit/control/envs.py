@@ -15,7 +15,9 @@
   healthy, so a fallen robot loses it every step, and every step stays a real transition whose action
   matters. With the absorbing state the learned reward ``r̂(o, a)`` still scored the actions taken in the
   frozen fallen pose, and PPO learned to fall at once and pick the actions r̂ liked there (Hopper-v5,
-  700 labels: true return -2.1, bench/results/christiano_mujoco.txt).
+  700 labels: true return -2.1, bench/results/christiano_mujoco.txt). The penalty task is not the standard
+  one: losing 1 per step is cheap next to Hopper's forward reward, and PPO on it learns to run on in an
+  unhealthy pose (seed 0: 2,428 on the penalty task, 214 on the standard one, where the episode ends there).
 - :func:`make_vec_env`: a gymnasium vector env in ``SAME_STEP`` autoreset mode, so no step ever
   straddles two episodes (the returned observation after an episode end is the reset one, the
   true final observation is in ``info["final_obs"]``).
@@ -155,8 +157,8 @@ def make_env(env_id: str, *, horizon: int | None = None, render_mode: str | None
         termination: ``"absorb"`` (the env terminates as usual; with ``horizon`` the episode then sits in
             :class:`FixedHorizon`'s absorbing state, so its true return is the standard one) or
             ``"penalty"`` (made with ``terminate_when_unhealthy=False``: the robot keeps moving after a
-            fall and loses its healthy bonus; Christiano et al. 2017, App. A.1). Training envs take the
-            run's setting; the loops evaluate with ``"absorb"``, the env's standard return.
+            fall and loses its healthy bonus; Christiano et al. 2017, App. A.1). The loops train and evaluate
+            on the run's setting and, for ``"penalty"``, evaluate again with ``"absorb"`` (the standard return).
 
     Raises:
         ValueError: for an unknown id, or ``"penalty"`` on an env without ``terminate_when_unhealthy``.
