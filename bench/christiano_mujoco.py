@@ -231,19 +231,23 @@ def summary(rows: list[dict]) -> list[str]:
             o = _mean(ours)
             sd = float(np.std([r["mean_true_return"] for r in ours]))
             text = f"  {n:>5} labels: {o:8.1f} ± {sd:6.1f} over {len(ours)} seed(s)"
+            # the ratio compares the same seeds: true-reward PPO's spread over seeds is as large as the gaps
+            seeds = {r["seed"] for r in ours}
+            matched = [r for r in base if r["seed"] in seeds]
+            b = _mean(matched) if len(matched) == len(seeds) else (_mean(base) if base else None)
             if b is None:
                 verdict = "no baseline"
             elif b > 0:
                 ratio = o / b
-                text += f"   vs {b:8.1f}   ratio {ratio:.3f}"
+                text += f"   vs {b:8.1f} ({'same seeds' if len(matched) == len(seeds) else 'all seeds'})   ratio {ratio:.3f}"
                 verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
             else:  # a ratio of non-positive returns reads backwards: give the difference
                 text += f"   vs {b:8.1f}   difference {o - b:+.1f} (true-reward mean <= 0: no ratio)"
                 verdict = "FAIL"
             text += f"   {_mean(ours, 'steps_per_s'):.0f} steps/s"
-            if base and all(r.get("mean_standard_return") is not None for r in ours + base):
+            if matched and all(r.get("mean_standard_return") is not None for r in ours + matched):
                 text += (f"   (standard task: {_mean(ours, 'mean_standard_return'):.1f} vs "
-                         f"{_mean(base, 'mean_standard_return'):.1f})")
+                         f"{_mean(matched, 'mean_standard_return'):.1f})")
             if n == TARGET_LABELS:
                 text += f"   target ratio >= {TARGET_RATIO}: {verdict}"
                 verdicts[f"{env} ({steps:,} steps{', ' + tag if tag else ''})"] = verdict
