@@ -139,7 +139,9 @@ class TrainConfig:
     iteration's rollout, the policy's current data) or ``"initial"`` (the fragments of the initial labels,
     asked on the random policy: a fixed reference, so a better policy earns a larger r̂ and a refit moves
     the value function's targets less). Christiano et al. 2017 (§2.2.3) normalise r̂ to zero mean and a
-    constant standard deviation without naming the data."""
+    constant standard deviation without naming the data. Measured (HalfCheetah-v5, 700 labels, 500k steps,
+    seeds 0-4, bench/results/christiano_mujoco.txt): mean true return 1,794.4 with ``"rollout"``, 2,015.3
+    with ``"initial"`` — within the seed spread (per seed −1,245 … +2,215), so the default stays."""
     reward_epochs_initial: int = 200
     """Max epochs of the first reward-model fit (early stopping decides)."""
     reward_epochs: int = 50
