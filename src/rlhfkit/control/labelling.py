@@ -24,7 +24,7 @@ from rlhfkit.feedback.records import Comparison
 from rlhfkit.feedback.teachers import Teacher
 from rlhfkit.reward.ensemble import RewardEnsemble, fit_reward_ensemble
 
-__all__ = ["Labels", "SurfOptions", "ask_teacher", "labelling_session"]
+__all__ = ["Labels", "SurfOptions", "ask_teacher", "fragment_features", "labelling_session"]
 
 
 def ask_teacher(teacher: Teacher, pairs: list[Pair], comparisons: list[Comparison]) -> None:
@@ -74,7 +74,8 @@ class SurfOptions:
     """Crop windows ``T - crop … T`` steps long (0: no temporal augmentation)."""
 
 
-def _features(model: RewardEnsemble, frags: list) -> torch.Tensor:
+def fragment_features(model: RewardEnsemble, frags: list) -> torch.Tensor:
+    """``(B, T, D)`` reward-model features of fragments ``frags`` (:meth:`RewardEnsemble.features`)."""
     return model.features(torch.from_numpy(np.stack([f.obs for f in frags])),
                           torch.from_numpy(np.stack([f.acts for f in frags])))
 
@@ -133,7 +134,7 @@ def labelling_session(
     if surf is not None:
         frags = sample_fragments(source, fragment_length, 2 * surf.ratio * len(labels.used), rng)
         extra = {"crop": surf.crop, "tau": surf.tau, "unlabelled_weight": surf.weight,
-                 "unlabelled": (_features(model, frags[0::2]), _features(model, frags[1::2])) if frags else None}
+                 "unlabelled": (fragment_features(model, frags[0::2]), fragment_features(model, frags[1::2])) if frags else None}
     metrics = fit_reward_ensemble(model, labels.used, seed=seed, max_epochs=epochs, **extra)
     model.normalize_outputs(norm_features)
     return {**metrics, "feedback/asked": float(len(pairs)), "feedback/banked": float(len(reuse))}

@@ -30,7 +30,7 @@ from rlhfkit.control.checkpoint import RunDir, load_comparisons
 from rlhfkit.control.config import TrainConfig, config_from_dict, save_config
 from rlhfkit.control.envs import env_seeds, make_env, make_vec_env
 from rlhfkit.control.ppo import PPOAgent, Rollout
-from rlhfkit.control.labelling import Labels, labelling_session
+from rlhfkit.control.labelling import Labels, fragment_features, labelling_session
 from rlhfkit.control.wrappers import LearnedReward
 from rlhfkit.feedback.teachers import Teacher, make_teacher
 from rlhfkit.reward.ensemble import RewardEnsemble
@@ -95,9 +95,7 @@ def _norm_features(config: TrainConfig, model: RewardEnsemble, rollout: Rollout,
     """``(M, D)`` features r̂ is renormalised on after a refit (:attr:`TrainConfig.reward_norm`)."""
     if config.reward_norm == "initial" and labels.used:
         first = labels.used[: config.initial_labels]  # asked on the random policy's rollouts
-        frags = [c.left for c in first] + [c.right for c in first]
-        x = model.features(torch.from_numpy(np.stack([f.obs for f in frags])),
-                           torch.from_numpy(np.stack([f.acts for f in frags])))
+        x = fragment_features(model, [c.left for c in first] + [c.right for c in first])  # (B, T, D)
         return x.reshape(-1, x.shape[-1])
     return _features(model, rollout)
 
