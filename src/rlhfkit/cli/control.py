@@ -273,7 +273,11 @@ def baseline_cmd(
 @app.command("eval")
 def eval_cmd(run: Path = typer.Argument(..., help="Run directory."),
              episodes: int = typer.Option(10, help="Evaluation episodes."),
-             stochastic: bool = typer.Option(False, help="Sample actions instead of taking the mode.")) -> None:
+             stochastic: bool = typer.Option(False, help="Sample actions instead of taking the mode."),
+             reward_check: bool = typer.Option(False, help="Also compare the run's learned reward with the true one "
+                                               "on the policy's episodes (correlation per step and per fragment)."),
+             policy: Optional[Path] = typer.Option(None, help="With --reward-check: another run whose policy acts "
+                                                   "(does this run's reward model rank it higher?).")) -> None:
     """Evaluate a run's saved policy on the true reward."""
     import numpy as np
 
@@ -281,8 +285,22 @@ def eval_cmd(run: Path = typer.Argument(..., help="Run directory."),
 
     if episodes < 1:
         _fail(f"--episodes must be >= 1, got {episodes}")
+    if policy is not None and not reward_check:
+        _fail("--policy is only used with --reward-check")
     try:
         returns = evaluate_run(str(run), episodes, deterministic=not stochastic)
     except ValueError as e:
         _fail(str(e))
     _say(f"{run}: mean true return over {episodes} episodes {np.mean(returns):.1f} ± {np.std(returns):.1f}")
+    if reward_check:
+        from rlhfkit.control.diagnose import reward_agreement
+
+        try:
+            a = reward_agreement(str(run), episodes, policy=None if policy is None else str(policy),
+                                 deterministic=not stochastic)
+        except ValueError as e:
+            _fail(str(e))
+        who = f"the policy of {policy}" if policy is not None else "its own policy"
+        _say(f"learned reward of {run} on {who} ({a.steps} steps): true return {np.mean(a.true_returns):.1f}, "
+             f"learned return {np.mean(a.learned_returns):.1f}; correlation with the true reward "
+             f"{a.step_corr:.3f} per step, {a.window_corr:.3f} per {a.window}-step window")
