@@ -148,6 +148,10 @@ def test_termination_setting_is_checked_and_hopper_presets_use_the_penalty():
     assert make_config("Hopper-v5").termination == "penalty"
     assert make_config("Hopper-v5", algo="pebble").termination == "penalty"
     assert make_config("HalfCheetah-v5").termination == "absorb"
+    # refits of long fragments dominate the MuJoCo runs: a labelling session every 8 (HalfCheetah) and 16
+    # (Hopper, 188-step fragments at 1.5 s) PPO iterations; other tasks label every iteration
+    assert make_config("HalfCheetah-v5").label_every == 8 and make_config("Hopper-v5").label_every == 16
+    assert make_config("Pendulum-v1").label_every == 1
 
 
 def test_cartpole_cos_reward_is_cos_theta_and_never_terminates():
