@@ -152,6 +152,7 @@ def test_termination_setting_is_checked_and_hopper_presets_use_the_penalty():
     # (Hopper, 188-step fragments at 1.5 s) PPO iterations; other tasks label every iteration
     assert make_config("HalfCheetah-v5").label_every == 8 and make_config("Hopper-v5").label_every == 16
     assert make_config("Pendulum-v1").label_every == 1
+    assert make_config("Hopper-v5").reward.patience == 5 and make_config("HalfCheetah-v5").reward.patience == 10
 
 
 def test_cartpole_cos_reward_is_cos_theta_and_never_terminates():
