@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from rlhfkit.control.checkpoint import RunDir
-from rlhfkit.control.config import config_from_dict
-from rlhfkit.control.envs import make_env
+from rlhfkit.control.config import TrainConfig, config_from_dict
+from rlhfkit.control.envs import make_env, play_episode
 from rlhfkit.control.loop import load_agent
 from rlhfkit.reward.ensemble import RewardEnsemble
 
@@ -81,6 +81,13 @@ def agreement_stats(learned: list[np.ndarray], true: list[np.ndarray], window: i
         steps=int(sum(len(t) for t in true)))
 
 
+def _run_config(out: str) -> TrainConfig:
+    run = RunDir(out)
+    if not run.is_run():
+        raise ValueError(f"{out} is not a run directory (no config.json and checkpoint/state.json)")
+    return config_from_dict(json.loads(run.config_path.read_text()))
+
+
 def load_reward_model(out: str) -> RewardEnsemble:
     """The reward ensemble saved in run directory ``out``, with its input and output normalisation.
 
@@ -89,11 +96,8 @@ def load_reward_model(out: str) -> RewardEnsemble:
     """
     from safetensors.torch import load_file
 
-    run = RunDir(out)
-    if not run.is_run():
-        raise ValueError(f"{out} is not a run directory (no config.json and checkpoint/state.json)")
-    config = config_from_dict(json.loads(run.config_path.read_text()))
-    state = load_file(str(run.ckpt / "reward.safetensors"))
+    config = _run_config(out)
+    state = load_file(str(RunDir(out).ckpt / "reward.safetensors"))
     if not state:
         raise ValueError(f"{out} has no reward model (a true-reward baseline run?)")
     env = make_env(config.env_id, horizon=config.horizon)
@@ -130,8 +134,8 @@ def reward_agreement(out: str, episodes: int = 3, *, policy: str | None = None, 
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    config = _run_config(out)
     model = load_reward_model(out)
-    config, _ = load_agent(out)
     pconfig, agent = load_agent(policy or out)
     if pconfig.env_id != config.env_id:
         raise ValueError(f"the policy of {policy} acts in {pconfig.env_id}, the reward model of {out} is for "
@@ -140,19 +144,9 @@ def reward_agreement(out: str, episodes: int = 3, *, policy: str | None = None, 
     learned, true = [], []
     try:
         for ep in range(episodes):
-            obs, _ = env.reset(seed=seed + ep)
-            obs_l, act_l, rew_l, done = [], [], [], False
-            while not done:
-                o = np.asarray(obs, dtype=np.float32)
-                a = agent.act(o[None], deterministic)[0]
-                obs, r, terminated, truncated, _ = env.step(a)
-                obs_l.append(o)
-                act_l.append(np.asarray(a))
-                rew_l.append(float(r))
-                done = terminated or truncated
-            r_hat = model.reward(torch.from_numpy(np.stack(obs_l)), torch.from_numpy(np.stack(act_l)))
-            learned.append(r_hat.numpy().astype(np.float64))
-            true.append(np.asarray(rew_l, dtype=np.float64))
+            obs, acts, rewards = play_episode(agent.act, env, seed=seed + ep, deterministic=deterministic)
+            learned.append(model.reward(torch.from_numpy(obs), torch.from_numpy(acts)).numpy().astype(np.float64))
+            true.append(np.asarray(rewards, dtype=np.float64))
     finally:
         env.close()
     return agreement_stats(learned, true, window or config.fragment_length)

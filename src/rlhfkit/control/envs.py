@@ -35,7 +35,7 @@ import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 __all__ = ["CARTPOLE_COS_ID", "TERMINATIONS", "CartPoleCosEnv", "FixedHorizon", "check_env_id", "check_termination",
-           "env_seeds", "evaluate_episodes", "make_env", "make_vec_env"]
+           "env_seeds", "evaluate_episodes", "make_env", "make_vec_env", "play_episode"]
 
 CARTPOLE_COS_ID = "rlhfkit/CartPoleCos-v0"
 
@@ -208,20 +208,27 @@ def env_seeds(seed: int, num_envs: int) -> list[int]:
     return [int(x) for x in np.random.SeedSequence(seed).generate_state(num_envs)]
 
 
-def evaluate_episodes(act: Callable[[np.ndarray, bool], np.ndarray], env: gym.Env, n_episodes: int, *, seed: int,
-                      deterministic: bool = True) -> list[float]:
-    """True (env) returns of ``n_episodes`` episodes in a single env, seeds ``seed, seed+1, …``.
+def play_episode(act: Callable[[np.ndarray, bool], np.ndarray], env: gym.Env, *, seed: int,
+                 deterministic: bool = True) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """One episode in a single env reset with ``seed``: ``obs (N, D)`` float32 (the observation each action was
+    taken in), ``acts (N, ...)`` env actions and the ``N`` env rewards.
 
     ``act(obs (1, D), deterministic) -> (1, ...)`` env actions: a PPO or SAC agent's ``act``.
     """
-    returns = []
-    for ep in range(n_episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        total, done = 0.0, False
-        while not done:
-            a = act(np.asarray(obs, dtype=np.float32)[None], deterministic)[0]
-            obs, r, terminated, truncated, _ = env.step(a)
-            total += float(r)
-            done = terminated or truncated
-        returns.append(total)
-    return returns
+    obs, _ = env.reset(seed=seed)
+    obs_l, act_l, rewards, done = [], [], [], False
+    while not done:
+        o = np.asarray(obs, dtype=np.float32)
+        a = act(o[None], deterministic)[0]
+        obs, r, terminated, truncated, _ = env.step(a)
+        obs_l.append(o)
+        act_l.append(np.asarray(a))
+        rewards.append(float(r))
+        done = terminated or truncated
+    return np.stack(obs_l), np.stack(act_l), rewards
+
+
+def evaluate_episodes(act: Callable[[np.ndarray, bool], np.ndarray], env: gym.Env, n_episodes: int, *, seed: int,
+                      deterministic: bool = True) -> list[float]:
+    """True (env) returns of ``n_episodes`` episodes (:func:`play_episode`), seeds ``seed, seed+1, …``."""
+    return [sum(play_episode(act, env, seed=seed + ep, deterministic=deterministic)[2]) for ep in range(n_episodes)]
