@@ -77,7 +77,9 @@ session per iteration). Estimated wall time per seed: HalfCheetah ~50-60 min (4 
 ~2 h 20 min (the 1,400-label run alone ~1 h 15 min); all 24 runs ~10 h in one process, ~5 h in two
 (one core each, e.g. ``--envs Hopper-v5 --seeds 0,1`` beside ``--envs Hopper-v5 --seeds 2`` followed
 by ``--envs HalfCheetah-v5``). Every row is appended to ``OUT/results.jsonl`` as it finishes, and
-``--report`` reads that file and prints the combined summary and curves without training.
+``--report`` reads that file and prints the combined summary and curves without training;
+``--report --rows bench/results/christiano_mujoco_rows.jsonl`` adds the rows kept in the repository
+(append a session's ``results.jsonl`` there before the machine goes: ``bench/out`` is scratch).
 
     .venv/bin/python bench/christiano_mujoco.py                                # everything, 3 seeds
     .venv/bin/python bench/christiano_mujoco.py --envs Hopper-v5 --seeds 0     # one slice
@@ -108,6 +110,9 @@ from rlhfkit.control.config import TrainConfig, apply_overrides
 from rlhfkit.control.plots import plot_learning_curve
 
 HERE = Path(__file__).resolve().parent
+# every row measured so far, kept in the repository (bench/out is scratch and goes with the machine); rows of the
+# sessions before this file existed are transcribed from christiano_mujoco.txt, without run directories or curves
+KEPT = HERE / "results" / "christiano_mujoco_rows.jsonl"
 ENVS = ["HalfCheetah-v5", "Hopper-v5"]
 LABELS = [350, 700, 1400]
 STEPS = 500_000
@@ -353,6 +358,9 @@ def plot_curves(rows: list[dict], out: Path) -> list[Path]:
             ax.plot(x, y, color="black", linestyle="--", marker="." if len(x) < 20 else None,
                     label=f"PPO on the true reward ({len(dirs)} seed(s))")
             ax.fill_between(x, y - sd, y + sd, color="gray", alpha=0.12)
+        if not ax.lines:  # rows without run directories (transcribed, or the machine's bench/out is gone)
+            plt.close(fig)
+            continue
         ax.set_xlabel("env steps")
         ax.set_ylabel("mean true episode return (training rollouts)")
         ax2.set_ylabel("labels used (dotted)")
@@ -368,10 +376,22 @@ def plot_curves(rows: list[dict], out: Path) -> list[Path]:
     return written
 
 
-def report(out: Path) -> None:
-    rows = read_rows(out / "results.jsonl")
+def merge_rows(*row_lists: list[dict]) -> list[dict]:
+    """Rows of several files, a later list's row replacing an earlier one with the same (who, env, steps, tag,
+    label budget, seed)."""
+    latest: dict[tuple, dict] = {}
+    for rows in row_lists:
+        for r in rows:
+            latest[(r["who"], r["env"], r["steps"], r["tag"], r["label_budget"], r["seed"])] = r
+    return list(latest.values())
+
+
+def report(out: Path, kept: list[Path] = ()) -> None:
+    """Print and save the summary of ``kept`` rows files (e.g. bench/results/christiano_mujoco_rows.jsonl) merged
+    with ``OUT/results.jsonl`` (whose rows win), and draw the curves of the runs whose directories still exist."""
+    rows = merge_rows(*(read_rows(k) for k in kept), read_rows(out / "results.jsonl"))
     if not rows:
-        print(f"no rows in {out / 'results.jsonl'}")
+        print(f"no rows in {out / 'results.jsonl'}" + "".join(f" or {k}" for k in kept))
         return
     lines = summary(rows)
     print("\n".join(lines), flush=True)
@@ -396,10 +416,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "out" / "christiano_mujoco")
     ap.add_argument("--tag", default="", help="suffix of the rows' name and run directories (for --set variants)")
     ap.add_argument("--report", action="store_true", help="only read OUT/results.jsonl and print the summary")
+    ap.add_argument("--rows", type=Path, action="append", default=[],
+                    help="with --report: also a kept rows file (repeatable; OUT/results.jsonl wins on the same run), "
+                         f"e.g. {KEPT.relative_to(HERE.parent)}")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report:
-        report(args.out)
+        report(args.out, args.rows)
         return
     torch.set_num_threads(1)
     log = args.out / "results.jsonl"
