@@ -143,7 +143,7 @@ def test_termination_setting_is_checked_and_hopper_presets_use_the_penalty():
     with pytest.raises(ValueError, match=r"termination='penalty' needs an env with a terminate_when_unhealthy.*"
                                          r"Pendulum-v1 has none"):
         make_env("Pendulum-v1", termination="penalty")
-    with pytest.raises(ValueError, match=r"termination must be one of absorb, penalty, got 'bogus'"):
+    with pytest.raises(ValueError, match=r"termination must be one of absorb, penalty, height, got 'bogus'"):
         make_vec_env("Hopper-v5", 1, seed=0, termination="bogus")
     assert make_config("Hopper-v5").termination == "penalty"
     assert make_config("Hopper-v5", algo="pebble").termination == "penalty"
@@ -812,3 +812,34 @@ def test_a_penalty_run_reports_its_own_task_and_the_standard_task(tmp_path, monk
     _, agent = load_agent(str(tmp_path / "run"))
     assert agent.evaluate(env, 3, seed=1_000_000) == pytest.approx(result.standard_returns)
     env.close()
+
+
+def test_height_termination_pays_forward_speed_plus_torso_height_and_keeps_hopper_moving(tmp_path, monkeypatch):
+    # rl-teacher's Hopper (the paper's termination penalty, torque cost removed): r = x_velocity + z, by hand
+    # from the env's own info and qpos; the same transitions as the penalty task, step for step.
+    monkeypatch.chdir(tmp_path)
+    penalty = make_env("Hopper-v5", horizon=80, termination="penalty")
+    height = make_env("Hopper-v5", horizon=80, termination="height")
+    actions = np.random.default_rng(2).uniform(-1, 1, size=(80, 3)).astype(np.float32)
+    penalty.reset(seed=2)
+    height.reset(seed=2)
+    sunk = 0
+    for a in actions:
+        po, pr, pterm, _, pinfo = penalty.step(a)
+        ho, hr, hterm, htrunc, hinfo = height.step(a)
+        np.testing.assert_array_equal(po, ho)
+        z = float(height.unwrapped.data.qpos[1])
+        assert z == pytest.approx(float(ho[0]))  # Hopper's first observation is the torso height
+        assert hr == pytest.approx(hinfo["x_velocity"] + z, abs=1e-9)
+        assert hinfo["reward_height"] == pytest.approx(z)
+        assert pr == pytest.approx(pinfo["reward_forward"] + pinfo["reward_ctrl"] + pinfo["reward_survive"])
+        assert not hterm and not pterm
+        sunk += z < 0.7  # Hopper-v5's healthy range starts at z 0.7
+    assert htrunc and sunk > 0  # random actions sink the torso; the episode still runs to the horizon
+    with pytest.raises(ValueError, match=r"termination='height' is defined for Hopper-v5, Walker2d-v5.*"
+                                         r"HalfCheetah-v5 has none"):
+        make_env("HalfCheetah-v5", termination="height")
+    walker = make_env("Walker2d-v5", horizon=5, termination="height")
+    walker.reset(seed=0)
+    _, r, _, _, info = walker.step(np.zeros(6, dtype=np.float32))
+    assert r == pytest.approx(info["x_velocity"] + float(walker.unwrapped.data.qpos[1]) - 1.0)

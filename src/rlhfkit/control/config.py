@@ -124,7 +124,9 @@ class TrainConfig:
     """What a training episode does where the env would terminate: ``"absorb"`` (with ``horizon``, sit in an
     absorbing state of reward 0 until the horizon) or ``"penalty"`` (MuJoCo locomotion only: keep simulating
     with ``terminate_when_unhealthy=False``, the healthy bonus lost while fallen; Christiano et al. 2017,
-    App. A.1). A run is evaluated on its own task and, with ``"penalty"``, also on the standard one
+    App. A.1) or ``"height"`` (Hopper-v5, Walker2d-v5: the same with the reward forward speed plus torso height,
+    no torque cost, as rl-teacher builds the paper's Hopper; :class:`rlhfkit.control.envs.HeightReward`). A run
+    is evaluated on its own task and, unless ``"absorb"``, also on the standard one
     (:func:`rlhfkit.control.envs.make_env`)."""
     label_decay_steps: int | None = None
     """``T₀`` of the label rate ∝ T₀ / (T + T₀) after the initial batch; None: total_steps / 4."""

@@ -18,6 +18,12 @@
   700 labels: true return -2.1, bench/results/christiano_mujoco.txt). The penalty task is not the standard
   one: losing 1 per step is cheap next to Hopper's forward reward, and PPO on it learns to run on in an
   unhealthy pose (seed 0: 2,428 on the penalty task, 214 on the standard one, where the episode ends there).
+- ``termination="height"`` (:class:`HeightReward`, Hopper-v5 and Walker2d-v5): the same env without
+  termination, but the healthy bonus and the torque cost are replaced by a smooth height term, as the
+  preference-learning reimplementation rl-teacher (Brown et al., OpenAI 2017, ``rl_teacher/envs.py``) builds
+  the paper's Hopper and Walker: the penalty grows with how far the torso sinks, and the torque cost the
+  paper removed ("humans cannot see" it) is gone. The healthy bonus is a box indicator over several
+  observations; the height is one observation, so the reward model can fit it with a linear term.
 - :func:`make_vec_env`: a gymnasium vector env in ``SAME_STEP`` autoreset mode, so no step ever
   straddles two episodes (the returned observation after an episode end is the reset one, the
   true final observation is in ``info["final_obs"]``).
@@ -34,12 +40,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-__all__ = ["CARTPOLE_COS_ID", "TERMINATIONS", "CartPoleCosEnv", "FixedHorizon", "check_env_id", "check_termination",
+__all__ = ["CARTPOLE_COS_ID", "TERMINATIONS", "CartPoleCosEnv", "FixedHorizon", "HeightReward", "check_env_id",
+           "check_termination",
            "env_seeds", "evaluate_episodes", "make_env", "make_vec_env", "play_episode"]
 
 CARTPOLE_COS_ID = "rlhfkit/CartPoleCos-v0"
 
-TERMINATIONS = ("absorb", "penalty")
+TERMINATIONS = ("absorb", "penalty", "height")
 """What a fixed-horizon episode does when its env would terminate (:func:`make_env`)."""
 
 
@@ -112,6 +119,39 @@ class FixedHorizon(gym.Wrapper):
         return obs, float(reward), False, self._t >= self.horizon, info
 
 
+HEIGHT_OFFSETS = {"Hopper-v5": 0.0, "Walker2d-v5": -1.0}
+"""Constant added to ``x_velocity + z`` per step by :class:`HeightReward`: rl-teacher's bonus ``z - 1`` (Hopper)
+and ``z - 2`` (Walker2d) on top of gym v1's healthy bonus of 1, which v1 paid on every step."""
+
+
+class HeightReward(gym.Wrapper):
+    """Reward ``x_velocity + z + offset`` per step: forward speed (m/s) plus torso height (m), no torque cost.
+
+    For Hopper-v5 and Walker2d-v5 made with ``terminate_when_unhealthy=False``
+    (``make_env(..., termination="height")``): Christiano et al. 2017, App. A.1 replace the termination "by a
+    penalty which encourages the parameters to remain in the range" and drop the torque costs; this is that
+    penalty as rl-teacher (OpenAI's release of the paper's method, ``rl_teacher/envs.py``, ``hopper`` and
+    ``walker``) writes it: gym v1's reward ``forward + 1 - 1e-3·|a|²`` plus the bonus ``z - 1 + 1e-3·|a|²``
+    (Walker ``z - 2 + …``). ``info["reward_height"]`` holds ``z + offset``; the env's own terms stay in ``info``.
+
+    Raises:
+        ValueError: for an env without ``x_velocity`` in its step info or a ``qpos[1]`` height.
+    """
+
+    def __init__(self, env: gym.Env, offset: float = 0.0) -> None:
+        super().__init__(env)
+        self.offset = float(offset)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Step the env and replace its reward by forward speed plus height."""
+        obs, _, terminated, truncated, info = self.env.step(action)
+        if "x_velocity" not in info:
+            raise ValueError(f"HeightReward needs x_velocity in the step info; {self.env} has none")
+        height = float(self.env.unwrapped.data.qpos[1]) + self.offset
+        info["reward_height"] = height
+        return obs, float(info["x_velocity"]) + height, terminated, truncated, info
+
+
 def check_env_id(env_id: str) -> None:
     """Raise a clear error if ``env_id`` is not a registered gymnasium environment.
 
@@ -130,14 +170,17 @@ def check_termination(env_id: str, termination: str) -> None:
     """Raise a clear error if ``env_id`` cannot run with ``termination`` (one of :data:`TERMINATIONS`).
 
     ``"penalty"`` needs an env whose constructor takes ``terminate_when_unhealthy`` (gymnasium's MuJoCo
-    Hopper, Walker2d, Ant and Humanoid locomotion tasks).
+    Hopper, Walker2d, Ant and Humanoid locomotion tasks); ``"height"`` is defined for Hopper-v5 and Walker2d-v5.
 
     Raises:
         ValueError: naming the field ``termination`` and the env.
     """
     if termination not in TERMINATIONS:
         raise ValueError(f"termination must be one of {', '.join(TERMINATIONS)}, got {termination!r}")
-    if termination == "penalty":
+    if termination == "height" and env_id not in HEIGHT_OFFSETS:
+        raise ValueError(f"termination='height' is defined for {', '.join(HEIGHT_OFFSETS)} (rl-teacher's height "
+                         f"bonus); {env_id} has none: use termination='penalty' or 'absorb'")
+    if termination in ("penalty", "height"):
         check_env_id(env_id)
         entry = gym.spec(env_id).entry_point
         creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
@@ -157,19 +200,22 @@ def make_env(env_id: str, *, horizon: int | None = None, render_mode: str | None
         termination: ``"absorb"`` (the env terminates as usual; with ``horizon`` the episode then sits in
             :class:`FixedHorizon`'s absorbing state, so its true return is the standard one) or
             ``"penalty"`` (made with ``terminate_when_unhealthy=False``: the robot keeps moving after a
-            fall and loses its healthy bonus; Christiano et al. 2017, App. A.1). The loops train and evaluate
-            on the run's setting and, for ``"penalty"``, evaluate again with ``"absorb"`` (the standard return).
+            fall and loses its healthy bonus; Christiano et al. 2017, App. A.1) or ``"height"`` (the same, with
+            the reward :class:`HeightReward`: forward speed plus torso height, no torque cost). The loops train
+            and evaluate on the run's setting and otherwise evaluate again with ``"absorb"`` (the standard return).
 
     Raises:
-        ValueError: for an unknown id, or ``"penalty"`` on an env without ``terminate_when_unhealthy``.
+        ValueError: for an unknown id, ``"penalty"`` on an env without ``terminate_when_unhealthy``, or
+            ``"height"`` on an env other than Hopper-v5 and Walker2d-v5.
     """
     check_env_id(env_id)
     check_termination(env_id, termination)
-    kwargs = {"terminate_when_unhealthy": False} if termination == "penalty" else {}
+    kwargs = {"terminate_when_unhealthy": False} if termination != "absorb" else {}
     env = gym.make(env_id, render_mode=render_mode, **kwargs)
-    if horizon is None:
-        return env
-    return FixedHorizon(env.unwrapped, horizon)  # drop the env's own TimeLimit
+    inner = env.unwrapped if horizon is not None else env  # with a horizon, drop the env's own TimeLimit
+    if termination == "height":
+        inner = HeightReward(inner, HEIGHT_OFFSETS[env_id])
+    return inner if horizon is None else FixedHorizon(inner, horizon)
 
 
 def make_vec_env(env_id: str, num_envs: int, *, seed: int, horizon: int | None = None,
@@ -181,7 +227,7 @@ def make_vec_env(env_id: str, num_envs: int, *, seed: int, horizon: int | None =
         num_envs: number of parallel copies ``N``.
         seed: base seed.
         horizon: fixed episode length (:class:`FixedHorizon`), or None for the env's own limits.
-        termination: ``"absorb"`` or ``"penalty"`` (:func:`make_env`).
+        termination: ``"absorb"``, ``"penalty"`` or ``"height"`` (:func:`make_env`).
 
     Raises:
         ValueError: for an unknown env id, a ``termination`` the env cannot run, or ``num_envs < 1``.
