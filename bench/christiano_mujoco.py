@@ -39,7 +39,10 @@ Settings from Christiano et al. 2017 (§2.2 and Appendix A.1, the simulated robo
   the same policy's return on the standard task (the episode ends at the fall), "standard task". An earlier
   version kept the termination and sat the fallen robot in an absorbing state (last observation repeated,
   reward 0): r̂ still scored the actions taken there and the preference policy learned to fall at once and
-  pick the actions r̂ liked in the frozen pose (700 labels: -2.1, bench/results/christiano_mujoco.txt);
+  pick the actions r̂ liked in the frozen pose (700 labels: -2.1, bench/results/christiano_mujoco.txt).
+  ``--set termination=height --tag=-height`` runs Hopper as rl-teacher builds it (OpenAI's release of the
+  method, ``rl_teacher/envs.py``): the same episodes, the reward forward speed plus torso height, no torque
+  cost and no healthy bonus (:class:`rlhfkit.control.envs.HeightReward`), baseline included;
 - a synthetic oracle teacher that prefers the fragment with the larger true return.
 
 What differs from the paper (Appendix A.1, checked against its text on 2026-12-03):
