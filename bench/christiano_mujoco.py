@@ -209,17 +209,22 @@ def fmt_row(r: dict) -> str:
             + (f"   standard task {r['mean_standard_return']:.1f}" if r.get("mean_standard_return") is not None else ""))
 
 
+def merge_rows(*row_lists: list[dict]) -> list[dict]:
+    """Rows of several files, a later list's row replacing an earlier one with the same (who, env, steps, tag,
+    label budget, seed)."""
+    latest: dict[tuple, dict] = {}
+    for rows in row_lists:
+        for r in rows:
+            latest[(r["who"], r["env"], r["steps"], r["tag"], r["label_budget"], r["seed"])] = r
+    return list(latest.values())
+
+
 def read_rows(path: Path) -> list[dict]:
     """Rows of ``results.jsonl``; a rerun of the same (who, env, steps, tag, label budget, seed) replaces the
     older row."""
     if not path.is_file():
         return []
-    latest: dict[tuple, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            latest[(r["who"], r["env"], r["steps"], r["tag"], r["label_budget"], r["seed"])] = r
-    return list(latest.values())
+    return merge_rows([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
 
 
 def _mean(rows: list[dict], key: str = "mean_true_return") -> float:
@@ -377,16 +382,6 @@ def plot_curves(rows: list[dict], out: Path) -> list[Path]:
         plt.close(fig)
         written.append(png)
     return written
-
-
-def merge_rows(*row_lists: list[dict]) -> list[dict]:
-    """Rows of several files, a later list's row replacing an earlier one with the same (who, env, steps, tag,
-    label budget, seed)."""
-    latest: dict[tuple, dict] = {}
-    for rows in row_lists:
-        for r in rows:
-            latest[(r["who"], r["env"], r["steps"], r["tag"], r["label_budget"], r["seed"])] = r
-    return list(latest.values())
 
 
 def report(out: Path, kept: list[Path] = ()) -> None:

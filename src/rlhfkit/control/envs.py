@@ -41,8 +41,7 @@ import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 __all__ = ["CARTPOLE_COS_ID", "TERMINATIONS", "CartPoleCosEnv", "FixedHorizon", "HeightReward", "check_env_id",
-           "check_termination",
-           "env_seeds", "evaluate_episodes", "make_env", "make_vec_env", "play_episode"]
+           "check_termination", "env_seeds", "evaluate_episodes", "make_env", "make_vec_env", "play_episode"]
 
 CARTPOLE_COS_ID = "rlhfkit/CartPoleCos-v0"
 
@@ -135,7 +134,7 @@ class HeightReward(gym.Wrapper):
     (Walker ``z - 2 + …``). ``info["reward_height"]`` holds ``z + offset``; the env's own terms stay in ``info``.
 
     Raises:
-        ValueError: for an env without ``x_velocity`` in its step info or a ``qpos[1]`` height.
+        ValueError: at the first step of an env without ``x_velocity`` in its step info.
     """
 
     def __init__(self, env: gym.Env, offset: float = 0.0) -> None:
